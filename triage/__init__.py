@@ -1,0 +1,1 @@
+"""triage: Chinese complaint triage and routing."""
