@@ -1,0 +1,51 @@
+# Two commands matter: `make run` (set up, build the default model, serve it) and
+# `make test` (set up and run every test). Everything else is a step of those.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TRIAGE := $(VENV)/bin/triage
+STAMP := $(VENV)/.installed
+CORPUS := datasets/corpus/train.jsonl datasets/corpus/dev.jsonl datasets/corpus/test.jsonl
+MODEL := models/default
+# A fixed build time keeps `make model` byte-for-byte reproducible.
+export SOURCE_DATE_EPOCH ?= 1764000000
+
+.PHONY: setup run test test-fast model corpus corpus-check eval bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,serve,dask,test]'
+	touch $@
+
+corpus: setup
+	$(PY) -m training.corpus build
+
+corpus-check: setup
+	$(PY) -m training.corpus stats
+
+model: $(MODEL)/manifest.json
+
+$(MODEL)/manifest.json: $(STAMP) $(CORPUS) triage/resources/rules.json triage/resources/userdict.txt
+	$(TRIAGE) train --data datasets/corpus/train.jsonl datasets/corpus/dev.jsonl --out $(MODEL) --name default \
+		--report build/default-cv.md
+
+eval: model
+	$(TRIAGE) eval --model $(MODEL) --data datasets/corpus/test.jsonl --report build/default-test.md
+
+run: model
+	$(TRIAGE) serve --model $(MODEL)
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: model
+	$(PY) bench/bench_core.py --model $(MODEL) --out bench/results/core.json
+
+clean:
+	rm -rf build $(MODEL) .pytest_cache

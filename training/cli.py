@@ -1,0 +1,112 @@
+"""``triage train`` and ``triage eval``: thin wrappers over ``train`` and ``evaluate_bundle``.
+
+Registered with the ``triage`` command through the ``triage.commands`` entry points.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from triage.features import FeatureConfig
+
+
+def _heads(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    out = {}
+    for value in values:
+        name, _, column = value.partition("=")
+        out[name] = column or name
+    return out
+
+
+def _add_data_args(p) -> None:
+    p.add_argument("--data", "-d", nargs="+", required=True, help="CSV, TSV or JSONL file(s)")
+    p.add_argument("--format", choices=("csv", "tsv", "jsonl"), help="default: from the file extension")
+    p.add_argument("--text-column", default="text", help="default: %(default)s")
+    p.add_argument("--head", action="append", metavar="NAME[=COLUMN]",
+                   help="a label head and its column (repeat); default: category, department, urgency, "
+                        "sentiment where present")
+    p.add_argument("--columns", help="comma-separated field names of a header-less CSV/TSV")
+
+
+def register_train(sub) -> None:
+    p = sub.add_parser("train", help="train a linear bundle from labelled data",
+                       description="Train one logistic-regression head per label column on shared "
+                                   "character n-gram + jieba word TF-IDF features, with k-fold "
+                                   "cross-validated calibration and thresholds, and write a bundle.")
+    _add_data_args(p)
+    p.add_argument("--out", "-o", required=True, help="bundle directory to write, e.g. models/NAME")
+    p.add_argument("--name", default=None, help="model name (default: the --out folder name)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--C", type=float, default=10.0, help="inverse regularisation strength")
+    p.add_argument("--char-ngrams", default="1,3", help="min,max character n-gram (default: %(default)s)")
+    p.add_argument("--no-words", action="store_true", help="character n-grams only, no jieba words")
+    p.add_argument("--max-features", type=int, default=120_000)
+    p.add_argument("--target-precision", type=float, default=0.90)
+    p.add_argument("--same-day-recall", type=float, default=0.98)
+    p.add_argument("--rules", help="rules JSON (default: the built-in lexicon)")
+    p.add_argument("--userdict", help="jieba user dictionary (default: the built-in one)")
+    p.add_argument("--baseline", action="append", choices=("fasttext", "sklearn_char_lr"), default=[],
+                   help="also train this baseline on the same folds and report it")
+    p.add_argument("--report", help="write the cross-validation report here (.json and .md)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from training.evaluate import report_markdown
+    from training.train import TrainConfig, train
+
+    lo, hi = (int(v) for v in args.char_ngrams.split(","))
+    config = TrainConfig(
+        data=args.data, text_column=args.text_column, heads=_heads(args.head), format=args.format,
+        columns=args.columns.split(",") if args.columns else None,
+        features=FeatureConfig(char_ngram_min=lo, char_ngram_max=hi, words=not args.no_words,
+                               max_features=args.max_features),
+        C=args.C, folds=args.folds, seed=args.seed, target_precision=args.target_precision,
+        same_day_recall=args.same_day_recall, rules=args.rules, userdict=args.userdict,
+        name=args.name or Path(args.out).name, baselines=tuple(args.baseline), progress=True)
+    manifest = train(config, args.out)
+    cv = manifest["metrics"]["cv"]
+    for head, rep in cv["heads"].items():
+        line = f"{head}: {cv['folds']}-fold macro-F1 {rep['macro_f1']}, accuracy {rep['accuracy']}"
+        for name, base in rep.get("baselines", {}).items():
+            line += f"; {name} macro-F1 {base['macro_f1']}"
+        print(line)
+    if args.report:
+        _write_report(Path(args.report), {"data": args.data, **cv}, "Cross-validation", report_markdown)
+    print(f"wrote {args.out} ({manifest['model_version']})")
+    return 0
+
+
+def register_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a bundle on labelled data")
+    _add_data_args(p)
+    p.add_argument("--model", "-m", default="models/default")
+    p.add_argument("--report", help="write the report here (.json and .md)")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from training.evaluate import evaluate_bundle, report_markdown
+
+    report = evaluate_bundle(args.model, args.data, text_column=args.text_column, heads=_heads(args.head),
+                             fmt=args.format, columns=args.columns.split(",") if args.columns else None)
+    for head, rep in report["heads"].items():
+        print(f"{head}: macro-F1 {rep['macro_f1']}, accuracy {rep['accuracy']}, n {rep['n']}")
+    if "same_day" in report:
+        sd = report["same_day"]
+        print(f"same_day: recall {sd['recall']}, precision {sd['precision']}")
+    if args.report:
+        _write_report(Path(args.report), report, f"Evaluation of {args.model}", report_markdown)
+    return 0
+
+
+def _write_report(path: Path, report: dict, title: str, render) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem = path.with_suffix("")
+    stem.with_suffix(".json").write_text(json.dumps(report, ensure_ascii=False, indent=1), "utf-8")
+    stem.with_suffix(".md").write_text(render(report, title), "utf-8")
+    print(f"wrote {stem}.json and {stem}.md")

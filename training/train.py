@@ -1,0 +1,187 @@
+"""Fit a linear bundle: shared TF-IDF features, one logistic regression per head.
+
+``train(config, out_dir)`` is pure: it reads the data the config names, runs
+grouped stratified k-fold cross-validation (duplicate texts stay in one fold) to get
+out-of-fold probabilities, fits a temperature and per-class thresholds on those,
+refits on all data and writes the bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+
+from training.data import Dataset, read_dataset
+from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
+                               urgency_decision_threshold)
+from training.export import write_bundle
+from triage.calendar import BusinessCalendar
+from triage.features import FeatureConfig, fit_featurizer
+from triage.normalize import normalize_text
+from triage.rules import load_rules
+from triage.tokenize import WordTokenizer, read_userdict
+
+RESOURCES = Path(__file__).resolve().parent.parent / "triage" / "resources"
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    text_column: str = "text"
+    heads: dict[str, str] | None = None
+    format: str | None = None
+    columns: list[str] | None = None
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    C: float = 10.0
+    folds: int = 5
+    seed: int = 0
+    target_precision: float = 0.90
+    same_day_recall: float = 0.98
+    rules: str | None = None
+    userdict: str | None = None
+    calendar: dict | None = None
+    max_chars: int = 5000
+    name: str = "triage"
+    baselines: tuple[str, ...] = ()
+    progress: bool = False
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["features"] = self.features.to_dict()
+        out.pop("progress")
+        return out
+
+
+def _fit_head(X, y: np.ndarray, n_classes: int, C: float, seed: int) -> LogisticRegression:
+    clf = LogisticRegression(C=C, max_iter=5000, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    return clf
+
+
+def _coef(clf: LogisticRegression, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients as (n_classes, n_features); binary heads become a symmetric pair."""
+    if n_classes == 2 and clf.coef_.shape[0] == 1:
+        w, b = clf.coef_[0], clf.intercept_[0]
+        return np.vstack([-w / 2, w / 2]), np.array([-b / 2, b / 2])
+    return clf.coef_, clf.intercept_
+
+
+def _logits(clf: LogisticRegression, X, n_classes: int) -> np.ndarray:
+    coef, intercept = _coef(clf, n_classes)
+    return np.asarray(X @ coef.T) + intercept
+
+
+def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit="step")
+
+
+def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str], tokenizer,
+                   label_index: dict) -> tuple[dict, dict, np.ndarray]:
+    """Out-of-fold logits per head (grouped stratified k-fold) and the fold of each row."""
+    n = len(normalized)
+    groups = np.unique(np.array(normalized), return_inverse=True)[1]
+    strat_head = next(iter(dataset.labels))
+    strat = np.array([v or "" for v in dataset.labels[strat_head]])
+    cv = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    oof = {h: np.zeros((n, len(label_index[h]))) for h in dataset.labels}
+    fold_of = np.full(n, -1)
+    baseline_preds: dict[str, dict[str, np.ndarray]] = {b: {} for b in config.baselines}
+    splits = list(cv.split(np.zeros(n), strat, groups))
+    for k, (tr, te) in enumerate(_progress(splits, config.progress, "cross-validation")):
+        fold_of[te] = k
+        featurizer = fit_featurizer([normalized[i] for i in tr], config.features, tokenizer)
+        X_tr = featurizer.transform([normalized[i] for i in tr])
+        X_te = featurizer.transform([normalized[i] for i in te])
+        for head, values in dataset.labels.items():
+            y = np.array([label_index[head].get(v, -1) for v in values])
+            tr_h = tr[y[tr] >= 0]
+            clf = _fit_head(X_tr[y[tr] >= 0], y[tr_h], len(label_index[head]), config.C, config.seed)
+            full = np.full((len(te), len(label_index[head])), -1e4)
+            full[:, clf.classes_] = _logits(clf, X_te, len(clf.classes_))
+            oof[head][te] = full
+            for name in config.baselines:
+                from training.baselines import fit_predict_baseline
+
+                pred = fit_predict_baseline(name, [normalized[i] for i in tr_h], y[tr_h],
+                                            [normalized[i] for i in te], seed=config.seed)
+                baseline_preds[name].setdefault(head, np.full(n, -1))[te] = pred
+    return oof, baseline_preds, fold_of
+
+
+def train(config: TrainConfig, out_dir: str | Path) -> dict:
+    """Cross-validate, calibrate, refit on all data and write the bundle; return the manifest."""
+    dataset = read_dataset([Path(p) for p in config.data], text_column=config.text_column,
+                           heads=config.heads, fmt=config.format, columns=config.columns)
+    normalized = [normalize_text(t) for t in dataset.texts]
+    userdict_path = Path(config.userdict) if config.userdict else RESOURCES / "userdict.txt"
+    rules_path = Path(config.rules) if config.rules else RESOURCES / "rules.json"
+    tokenizer = WordTokenizer(read_userdict(userdict_path)) if config.features.words else None
+    label_index = {h: {lb: i for i, lb in enumerate(sorted({v for v in vals if v is not None}))}
+                   for h, vals in dataset.labels.items()}
+    labels = {h: sorted(idx, key=idx.get) for h, idx in label_index.items()}
+
+    oof_logits, baseline_preds, _ = cross_validate(config, dataset, normalized, tokenizer, label_index)
+    rules = load_rules(rules_path)
+    heads_out, cv_report = {}, {}
+    for head, values in dataset.labels.items():
+        y = np.array([label_index[head].get(v, -1) for v in values])
+        m = y >= 0
+        temperature = fit_temperature(oof_logits[head][m], y[m])
+        probs = softmax_t(oof_logits[head][m], temperature)
+        thresholds = choose_thresholds(y[m], probs, labels[head], config.target_precision)
+        report = head_report(y[m], probs, labels[head], thresholds)
+        decision = {}
+        if head == "urgency" and set(labels[head]) == {"same_day", "within_24h", "normal"}:
+            floor = np.array([any(h.level == "same_day" for h in rules.match(t))
+                              for t, keep in zip(normalized, m) if keep])
+            decision["same_day_threshold"] = urgency_decision_threshold(
+                y[m], probs, labels[head], floor, config.same_day_recall)
+        for name, preds in baseline_preds.items():
+            report.setdefault("baselines", {})[name] = {
+                k: v for k, v in head_report(y[m], np.eye(len(labels[head]))[preds[head][m]],
+                                             labels[head]).items() if k in ("accuracy", "macro_f1", "per_class")}
+        cv_report[head] = report
+        heads_out[head] = {"labels": labels[head], "temperature": temperature, "thresholds": thresholds,
+                           "decision": decision,
+                           "metrics": {"cv_accuracy": report["accuracy"], "cv_macro_f1": report["macro_f1"],
+                                       "coverage_at_target": report["at_thresholds"]["coverage"]}}
+
+    featurizer = fit_featurizer(normalized, config.features, tokenizer)
+    X = featurizer.transform(normalized)
+    for head, values in _progress(dataset.labels.items(), config.progress, "final fit", len(dataset.labels)):
+        y = np.array([label_index[head].get(v, -1) for v in values])
+        m = y >= 0
+        clf = _fit_head(X[m], y[m], len(labels[head]), config.C, config.seed)
+        coef, intercept = _coef(clf, len(labels[head]))
+        heads_out[head]["coef"], heads_out[head]["intercept"] = coef, intercept
+
+    created = os.environ.get("SOURCE_DATE_EPOCH")
+    created_at = (dt.datetime.fromtimestamp(int(created), dt.timezone.utc) if created
+                  else dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+    version = f"{config.name}-{dataset.sha256[:8]}-{created_at[:10].replace('-', '')}"
+    extra = {
+        "model_version": version, "name": config.name, "created_at": created_at, "tier": "linear",
+        "calendar": BusinessCalendar.from_dict(config.calendar).to_dict(),
+        "limits": {"max_chars": config.max_chars},
+        "training": {"data_sha256": dataset.sha256, "sources": [Path(s).name for s in dataset.sources],
+                     "n_rows": len(dataset), "label_counts": dataset.label_counts(),
+                     "config": config.to_dict()},
+        "metrics": {"cv": {"folds": config.folds, "grouped_duplicates": True, "heads": cv_report}},
+    }
+    return write_bundle(Path(out_dir), featurizer=featurizer, heads=heads_out, rules_path=rules_path,
+                        userdict_path=userdict_path if tokenizer else None, extra=extra)

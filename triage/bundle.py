@@ -1,0 +1,94 @@
+"""The model bundle: a directory with ``manifest.json``, ONNX heads and lexicons.
+
+Layout::
+
+    manifest.json            schema version, heads, labels, thresholds, metrics, hashes
+    features/vocabulary.json feature strings and IDF weights, in index order
+    heads/<head>.onnx        one linear head per label set
+    lexicons/rules.json      urgency and escalation rules
+    lexicons/userdict.txt    jieba user dictionary
+
+Loading checks the schema version, that every listed file exists and matches its
+SHA-256, and that label lists agree with the ONNX outputs, so a corrupt, truncated
+or foreign bundle is refused with a message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from triage.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("schema_version", "model_version", "heads", "features", "files")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | Path) -> dict:
+    """Read and check ``manifest.json`` of a bundle directory (not the files it lists)."""
+    root = Path(path)
+    if not root.exists():
+        raise BundleError(f"no model bundle at {root}")
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{root} has no {MANIFEST}: not a triage bundle")
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is corrupt: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} must hold a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path} lacks {', '.join(missing)}")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle schema version {manifest['schema_version']!r} is not supported "
+            f"(this triage reads version {SCHEMA_VERSION})")
+    if not isinstance(manifest["heads"], dict) or not manifest["heads"]:
+        raise BundleError(f"{manifest_path} lists no heads")
+    for head, spec in manifest["heads"].items():
+        labels = spec.get("labels") if isinstance(spec, dict) else None
+        if not isinstance(labels, list) or len(labels) < 2 or len(set(labels)) != len(labels):
+            raise BundleError(f"head {head!r} needs a list of at least two distinct labels")
+        if "onnx" not in spec:
+            raise BundleError(f"head {head!r} names no ONNX file")
+    return manifest
+
+
+def verify_files(root: Path, manifest: dict) -> None:
+    """Every file the manifest lists exists and has the recorded SHA-256."""
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise BundleError("manifest lists no files")
+    for rel, expected in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise BundleError(f"bundle file {rel} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(f"bundle file {rel} is corrupt or truncated (sha256 {actual[:12]}… ≠ {expected[:12]}…)")
+    referenced = [spec["onnx"] for spec in manifest["heads"].values()]
+    referenced.append(manifest["features"].get("vocabulary", ""))
+    for rel in referenced:
+        if rel not in files:
+            raise BundleError(f"bundle file {rel or '(vocabulary)'} is not in the manifest's file list")
+
+
+def read_json_file(root: Path, rel: str) -> dict:
+    try:
+        return json.loads((root / rel).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle file {rel} is unreadable: {exc}") from exc

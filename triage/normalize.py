@@ -1,0 +1,126 @@
+"""Text normalisation and PII masking.
+
+``normalize_text`` maps every character of the input to at most one output character,
+so that evidence found in the normalised text points back into the original with the
+same offsets. Traditional characters become simplified (OpenCC ``t2s``), full-width
+forms become half-width, control characters and odd whitespace become a space.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+
+from triage.errors import InvalidTicketError
+
+DEFAULT_MAX_CHARS = 5000
+
+_FULLWIDTH_OFFSET = 0xFEE0
+_ZERO_WIDTH = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"}
+
+_converter = None
+_converter_lock = threading.Lock()
+
+
+def _t2s():
+    global _converter
+    if _converter is None:
+        with _converter_lock:
+            if _converter is None:
+                import opencc
+
+                _converter = opencc.OpenCC("t2s")
+    return _converter
+
+
+def _halfwidth_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xFF01 <= code <= 0xFF5E:
+        return chr(code - _FULLWIDTH_OFFSET)
+    if code == 0x3000:
+        return " "
+    if ch == "\n":
+        return ch
+    if ch in _ZERO_WIDTH:
+        return " "
+    if code < 32 or 0x7F <= code < 0xA0 or ch in "\u2028\u2029\u00a0":
+        return " "
+    return ch
+
+
+_HALFWIDTH_TABLE = {i: _halfwidth_char(chr(i)) for i in list(range(0, 0xA1)) + list(range(0xFF01, 0xFF5F)) + [0x3000, 0x2028, 0x2029, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF]}
+
+
+def to_simplified(text: str) -> str:
+    """Traditional to simplified, keeping one output character per input character."""
+    converted = _t2s().convert(text)
+    if len(converted) == len(text):
+        return converted
+    # A phrase mapping changed the length; convert character by character instead.
+    cc = _t2s()
+    return "".join(c if len(c) == 1 else ch for ch, c in ((ch, cc.convert(ch)) for ch in text))
+
+
+def normalize_text(text: str) -> str:
+    """Simplified, half-width text of the same length as ``text``; case is kept."""
+    return to_simplified(text.translate(_HALFWIDTH_TABLE))
+
+
+_FORM_NOISE = re.compile(r"@~|\*{2,}|[#＃]{2,}|[-=_~]{3,}")
+_FORM_FIELD = re.compile(r"(主活动名称|活动名称|工单号|联系电话|受理号码|投诉号码|业务号码|来电号码|联系人)[:：]")
+_DIGITS = re.compile(r"\d")
+_SPACES = re.compile(r"\s+")
+
+
+def feature_text(normalized: str) -> str:
+    """The view of a normalised text the models see.
+
+    Masked numbers (``******``), form separators and field names carry no meaning for
+    routing and differ between ticket systems, so they are reduced to one marker;
+    digits are folded to ``0`` so that amounts, dates and room numbers generalise.
+    """
+    text = _FORM_FIELD.sub(" ", normalized)
+    text = _FORM_NOISE.sub(" # ", text)
+    text = _DIGITS.sub("0", text.lower())
+    return _SPACES.sub(" ", text).strip()
+
+
+def validate_text(text, max_chars: int = DEFAULT_MAX_CHARS) -> str:
+    """Return ``text`` if it can be scored, otherwise raise InvalidTicketError."""
+    if text is None:
+        raise InvalidTicketError("ticket text is missing", code="missing_text")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTicketError("ticket text is not valid UTF-8", code="bad_encoding") from None
+    if not isinstance(text, str):
+        raise InvalidTicketError(f"ticket text must be a string, not {type(text).__name__}", code="bad_type")
+    if len(text) > max_chars:
+        raise InvalidTicketError(
+            f"ticket text has {len(text)} characters; the limit is {max_chars}", code="text_too_long")
+    if not text.strip() or all(unicodedata.category(c)[0] in "CZ" for c in text):
+        raise InvalidTicketError("ticket text is empty", code="empty_text")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise InvalidTicketError("ticket text contains unpaired surrogates", code="bad_encoding")
+    return text
+
+
+_PII_PATTERNS = [
+    ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")),
+    ("id_card", re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")),
+    ("bank_card", re.compile(r"(?<!\d)(?:\d[ -]?){15,18}\d(?!\d)")),
+    ("mobile", re.compile(r"(?<!\d)(?:\+?86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}(?!\d)")),
+    ("landline", re.compile(r"(?<!\d)0\d{2,3}[ -]?\d{7,8}(?!\d)")),
+]
+
+
+def mask_pii(text: str) -> str:
+    """Replace phone numbers, ID-card numbers, bank cards and e-mails with a tag.
+
+    Use it on anything that is logged or stored outside the ticket system.
+    """
+    for name, pattern in _PII_PATTERNS:
+        text = pattern.sub(f"<{name}>", text)
+    return text

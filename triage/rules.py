@@ -1,0 +1,249 @@
+"""Lexicon rules: urgency floors and escalation flags with evidence spans.
+
+The rules are data (``resources/rules.json`` by default, copied into every bundle).
+A pattern hit counts only when it is not excluded by a look-alike pattern, not negated
+(没有停电), not resolved (已经修好了) and, for rules that ask for it, not hypothetical
+(如果停电…). Evidence offsets index the original ticket text, because normalisation
+keeps one character per input character.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+try:
+    import re._parser as _sre_parser
+except ImportError:  # Python < 3.11
+    import sre_parse as _sre_parser  # noqa: F401
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from triage.errors import RulesError
+
+URGENCY_ORDER = ("normal", "within_24h", "same_day")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    text: str
+    start: int
+    end: int
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    rule_id: str
+    kind: str
+    flag: str | None
+    level: str | None
+    evidence: Evidence
+
+    def to_dict(self) -> dict:
+        out = {"rule_id": self.rule_id, "evidence": self.evidence.to_dict()}
+        if self.level:
+            out["level"] = self.level
+        return out
+
+
+@dataclass(frozen=True)
+class _Rule:
+    id: str
+    kind: str
+    flag: str | None
+    level: str | None
+    pattern: re.Pattern
+    exclude: re.Pattern | None
+    hypothetical_blocks: bool
+    triggers: tuple[str, ...] | None
+
+
+class RuleSet:
+    """Compiled rules; ``match(text)`` returns the hits that survive the context checks."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        try:
+            self._clause_re = re.compile("[" + re.escape(spec["clause_delimiters"]) + "]")
+            self._negation_window = int(spec.get("negation_window", 6))
+            self._negators = _alternation(spec.get("negators", []))
+            self._breakers = set(spec.get("negation_breakers", ""))
+            self._resolved = _alternation(spec.get("resolved_cues", []))
+            self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
+            self.rules = [self._compile(r) for r in spec["rules"]]
+        except (KeyError, TypeError, ValueError, re.error) as exc:
+            raise RulesError(f"invalid rules: {exc}") from exc
+        ids = [r.id for r in self.rules]
+        if len(set(ids)) != len(ids):
+            raise RulesError("rule ids must be unique")
+
+    @staticmethod
+    def _compile(raw: dict) -> _Rule:
+        kind = raw["kind"]
+        if kind not in ("urgency", "flag"):
+            raise ValueError(f"rule {raw.get('id')}: kind must be 'urgency' or 'flag'")
+        level = raw.get("level")
+        if level is not None and level not in URGENCY_ORDER:
+            raise ValueError(f"rule {raw['id']}: unknown urgency level {level!r}")
+        if kind == "urgency" and level is None:
+            raise ValueError(f"rule {raw['id']}: urgency rules need a level")
+        if kind == "flag" and not raw.get("flag"):
+            raise ValueError(f"rule {raw['id']}: flag rules need a flag")
+        exclude = raw.get("exclude") or []
+        return _Rule(
+            id=raw["id"], kind=kind, flag=raw.get("flag"), level=level,
+            pattern=re.compile("|".join(f"(?:{p})" for p in raw["patterns"]), re.IGNORECASE),
+            exclude=re.compile("|".join(f"(?:{p})" for p in exclude), re.IGNORECASE) if exclude else None,
+            hypothetical_blocks=bool(raw.get("hypothetical_blocks", False)),
+            triggers=_rule_triggers(raw["patterns"]),
+        )
+
+    @property
+    def flags(self) -> list[str]:
+        return sorted({r.flag for r in self.rules if r.flag})
+
+    def _clauses(self, text: str) -> list[tuple[int, int]]:
+        bounds, start = [], 0
+        for m in self._clause_re.finditer(text):
+            bounds.append((start, m.start()))
+            start = m.end()
+        bounds.append((start, len(text)))
+        return bounds
+
+    def _negated(self, text: str, clause_start: int, hit_start: int) -> bool:
+        window_start = max(clause_start, hit_start - self._negation_window)
+        before = text[window_start:hit_start]
+        for m in self._negators.finditer(before) if self._negators else ():
+            between = before[m.end():]
+            if not self._breakers.intersection(between):
+                return True
+        return False
+
+    def match(self, text: str, original: str | None = None) -> list[RuleHit]:
+        """Hits in ``text`` (normalised); evidence strings are cut from ``original``."""
+        original = original if original is not None else text
+        lowered = text.lower()
+        clauses = None
+        hits: list[RuleHit] = []
+        for rule in self.rules:
+            if rule.triggers is not None and not any(t in lowered for t in rule.triggers):
+                continue
+            excluded = None
+            for m in rule.pattern.finditer(text):
+                start, end = m.span()
+                if start == end:
+                    continue
+                if excluded is None:
+                    excluded = [x.span() for x in rule.exclude.finditer(text)] if rule.exclude else []
+                if any(s < end and start < e for s, e in excluded):
+                    continue
+                if clauses is None:
+                    clauses = self._clauses(text)
+                k = _clause_index(clauses, start)
+                c_start, c_end = clauses[k]
+                if self._negated(text, c_start, start):
+                    continue
+                after = text[end:c_end] + " " + _clause_text(text, clauses, k + 1)
+                if self._resolved and self._resolved.search(after):
+                    continue
+                if rule.hypothetical_blocks and self._hypothetical and self._hypothetical.search(text[c_start:start]):
+                    continue
+                hits.append(RuleHit(rule.id, rule.kind, rule.flag, rule.level,
+                                    Evidence(original[start:end], start, end)))
+        return hits
+
+
+def _rule_triggers(patterns: list[str]) -> tuple[str, ...] | None:
+    """Literal strings one of which every match of the rule must contain, or None.
+
+    Derived from the parsed patterns, so a rule whose trigger is absent from a text is
+    skipped without running its regular expression; a pattern with no mandatory
+    literal makes the rule run on every text.
+    """
+    triggers: set[str] = set()
+    for pattern in patterns:
+        found = _required(_sre_parser.parse(pattern, re.IGNORECASE))
+        if not found:
+            return None
+        triggers.update(t.lower() for t in found)
+    return tuple(sorted(triggers))
+
+
+def _required(seq) -> list[str] | None:
+    """Alternatives (any one must occur in a match) for a parsed sequence, best first."""
+    best: list[str] | None = None
+    run: list[str] = []
+
+    def consider(candidate: list[str] | None) -> None:
+        nonlocal best
+        if candidate and (best is None or _selectivity(candidate) > _selectivity(best)):
+            best = candidate
+
+    for op, av in seq:
+        name = str(op)
+        if name == "LITERAL":
+            run.append(chr(av))
+            continue
+        if run:
+            consider(["".join(run)])
+            run = []
+        if name == "SUBPATTERN":
+            consider(_required(av[-1]))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT") and av[0] >= 1:
+            consider(_required(av[2]))
+        elif name == "BRANCH":
+            alternatives = [_required(branch) for branch in av[1]]
+            if all(alternatives):
+                consider(sorted({t for alt in alternatives for t in alt}))
+        elif name == "IN" and all(str(o) == "LITERAL" for o, _ in av) and len(av) <= 12:
+            consider([chr(v) for _, v in av])
+    if run:
+        consider(["".join(run)])
+    return best
+
+
+def _selectivity(candidate: list[str]) -> float:
+    return min(len(t) for t in candidate) - 0.05 * len(candidate)
+
+
+def _alternation(words: list[str]) -> re.Pattern | None:
+    if not words:
+        return None
+    return re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
+
+
+def _clause_index(clauses: list[tuple[int, int]], pos: int) -> int:
+    for k, (s, e) in enumerate(clauses):
+        if s <= pos <= e:
+            return k
+    return len(clauses) - 1
+
+
+def _clause_text(text: str, clauses: list[tuple[int, int]], k: int) -> str:
+    if k >= len(clauses):
+        return ""
+    s, e = clauses[k]
+    return text[s:e]
+
+
+def max_urgency(*levels: str | None) -> str:
+    """The most urgent of the given levels (``normal`` when none is given)."""
+    ranked = [URGENCY_ORDER.index(lv) for lv in levels if lv in URGENCY_ORDER]
+    return URGENCY_ORDER[max(ranked)] if ranked else "normal"
+
+
+def load_rules(path: str | Path | None = None) -> RuleSet:
+    """The default rules, or a deployment's own rules file."""
+    try:
+        if path is None:
+            text = resources.files("triage.resources").joinpath("rules.json").read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        spec = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RulesError(f"cannot read rules {path or 'rules.json'}: {exc}") from exc
+    return RuleSet(spec)
