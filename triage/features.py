@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import repeat
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,11 +63,12 @@ class Featurizer:
 
     def transform_one(self, normalized: str) -> tuple[np.ndarray, np.ndarray]:
         counts = Counter(analyze(feature_text(normalized), self.config, self.tokenizer))
-        pairs = [(i, c) for i, c in zip(map(self.vocabulary.get, counts), counts.values()) if i is not None]
-        if not pairs:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        indices = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
-        tf = np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs))
+        ids = np.array(list(map(self.vocabulary.get, counts, repeat(-1, len(counts)))), dtype=np.int64)
+        tf = np.array(list(counts.values()), dtype=np.float64)
+        known = ids >= 0
+        indices, tf = ids[known], tf[known]
+        if not len(indices):
+            return indices, np.zeros(0, dtype=np.float32)
         weights = (1.0 + np.log(tf)) * self.idf[indices]
         weights /= math.sqrt(float(weights @ weights))
         return indices, weights.astype(np.float32)

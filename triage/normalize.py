@@ -69,6 +69,7 @@ def normalize_text(text: str) -> str:
 
 _FORM_NOISE = re.compile(r"@~|\*{2,}|[#＃]{2,}|[-=_~]{3,}")
 _FORM_FIELD = re.compile(r"(主活动名称|活动名称|工单号|联系电话|受理号码|投诉号码|业务号码|来电号码|联系人)[:：]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _DIGITS = re.compile(r"\d")
 _SPACES = re.compile(r"\s+")
 
@@ -102,7 +103,7 @@ def validate_text(text, max_chars: int = DEFAULT_MAX_CHARS) -> str:
             f"ticket text has {len(text)} characters; the limit is {max_chars}", code="text_too_long")
     if not text.strip() or all(unicodedata.category(c)[0] in "CZ" for c in text):
         raise InvalidTicketError("ticket text is empty", code="empty_text")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+    if _SURROGATE.search(text):
         raise InvalidTicketError("ticket text contains unpaired surrogates", code="bad_encoding")
     return text
 

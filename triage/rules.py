@@ -60,6 +60,7 @@ class _Rule:
     exclude: re.Pattern | None
     hypothetical_blocks: bool
     triggers: tuple[str, ...] | None
+    trigger_chars: frozenset[str] | None
 
 
 class RuleSet:
@@ -74,6 +75,9 @@ class RuleSet:
             self._breakers = set(spec.get("negation_breakers", ""))
             self._resolved = _alternation(spec.get("resolved_cues", []))
             self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
+            self._past = _alternation(spec.get("past_cues", []))
+            self._ongoing = _alternation(spec.get("ongoing_cues", []))
+            self._praise = _alternation(spec.get("praise_cues", []))
             self.rules = [self._compile(r) for r in spec["rules"]]
         except (KeyError, TypeError, ValueError, re.error) as exc:
             raise RulesError(f"invalid rules: {exc}") from exc
@@ -99,7 +103,8 @@ class RuleSet:
             pattern=re.compile("|".join(f"(?:{p})" for p in raw["patterns"]), re.IGNORECASE),
             exclude=re.compile("|".join(f"(?:{p})" for p in exclude), re.IGNORECASE) if exclude else None,
             hypothetical_blocks=bool(raw.get("hypothetical_blocks", False)),
-            triggers=_rule_triggers(raw["patterns"]),
+            triggers=(triggers := _rule_triggers(raw["patterns"])),
+            trigger_chars=frozenset(_rarest_char(t) for t in triggers) if triggers else None,
         )
 
     @property
@@ -123,14 +128,28 @@ class RuleSet:
                 return True
         return False
 
+    def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
+        return bool(self._hypothetical and self._hypothetical.search(text, clause_start, start))
+
+    def _not_current(self, text: str, clauses, k: int, start: int, end: int, praise: bool) -> bool:
+        """An urgency hit that describes no danger now: praise, resolved, or a finished past event."""
+        if praise or (self._resolved and self._resolved.search(text, end)):
+            return True
+        c_start, c_end = clauses[k]
+        if self._past and self._past.search(text, c_start, start):
+            around = text[c_start:c_end] + " " + _clause_text(text, clauses, k + 1)
+            return not (self._ongoing and self._ongoing.search(around))
+        return False
+
     def match(self, text: str, original: str | None = None) -> list[RuleHit]:
         """Hits in ``text`` (normalised); evidence strings are cut from ``original``."""
         original = original if original is not None else text
-        lowered = text.lower()
+        chars = set(text.lower())
         clauses = None
+        praise = None
         hits: list[RuleHit] = []
         for rule in self.rules:
-            if rule.triggers is not None and not any(t in lowered for t in rule.triggers):
+            if rule.trigger_chars is not None and rule.trigger_chars.isdisjoint(chars):
                 continue
             excluded = None
             for m in rule.pattern.finditer(text):
@@ -143,14 +162,13 @@ class RuleSet:
                     continue
                 if clauses is None:
                     clauses = self._clauses(text)
+                    praise = bool(self._praise and self._praise.search(text))
                 k = _clause_index(clauses, start)
-                c_start, c_end = clauses[k]
-                if self._negated(text, c_start, start):
+                if self._negated(text, clauses[k][0], start):
                     continue
-                after = text[end:c_end] + " " + _clause_text(text, clauses, k + 1)
-                if self._resolved and self._resolved.search(after):
+                if rule.hypothetical_blocks and self._hypothetical_clause(text, clauses[k][0], start):
                     continue
-                if rule.hypothetical_blocks and self._hypothetical and self._hypothetical.search(text[c_start:start]):
+                if rule.kind == "urgency" and self._not_current(text, clauses, k, start, end, praise):
                     continue
                 hits.append(RuleHit(rule.id, rule.kind, rule.flag, rule.level,
                                     Evidence(original[start:end], start, end)))
@@ -204,6 +222,18 @@ def _required(seq) -> list[str] | None:
     if run:
         consider(["".join(run)])
     return best
+
+
+# Characters so frequent in complaints that they make poor triggers.
+_COMMON_CHARS = frozenset("的了是不一有人在我这个们中来上大为和到说就要出会可也你对没无电水")
+
+
+def _rarest_char(trigger: str) -> str:
+    """One character of ``trigger`` (any will do for correctness; a rare one skips more rules)."""
+    for ch in trigger:
+        if ch not in _COMMON_CHARS:
+            return ch
+    return trigger[0]
 
 
 def _selectivity(candidate: list[str]) -> float:

@@ -1,0 +1,157 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from triage.bundle import read_manifest
+from triage.errors import BundleError, InvalidTicketError
+from triage.model import load
+from triage.rules import URGENCY_ORDER
+
+HEADS = ("category", "department", "urgency", "sentiment")
+
+
+def test_score_returns_every_head_with_top3_and_due_time(small_model):
+    res = small_model.score({"id": "t1", "text": "小区停水一整天了，物业电话打不通", "channel": "web",
+                             "received_at": "2026-11-24T10:00:00+08:00"}).to_dict()
+    for head in HEADS:
+        top = res[head]["top"]
+        assert res[head]["label"] == top[0]["label"] or head == "urgency"
+        assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+        assert 0.0 <= res[head]["confidence"] <= 1.0
+    assert res["id"] == "t1"
+    assert res["urgency"]["label"] == "same_day"
+    assert any(r["source"] == "rule" for r in res["urgency"]["reasons"])
+    assert res["due_at"] == "2026-11-24T18:00:00+08:00"
+    assert res["model_version"] == small_model.model_version
+    json.dumps(res, ensure_ascii=False)
+
+
+def test_probabilities_sum_to_one(small_model):
+    probs = small_model.predict_proba(["客户反映宽带很慢", "电梯困人"])
+    for p in probs.values():
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_rules_raise_urgency_and_never_lower_it(small_model):
+    texts = ["厨房一股很重的煤气味，阀门关了还有", "感谢王师傅，服务很好", "快递三天没更新物流",
+             "电梯困人了，快来人", "账单多扣了二十块钱"]
+    probs = small_model.predict_proba(texts)["urgency"]
+    labels = small_model.heads["urgency"].labels
+    threshold = small_model.heads["urgency"].decision.get("same_day_threshold", 1.1)
+    for text, p in zip(texts, probs):
+        model_label = labels[int(np.argmax(p))]
+        if p[labels.index("same_day")] >= threshold:
+            model_label = "same_day"
+        final = small_model.score(text).label("urgency")
+        assert URGENCY_ORDER.index(final) >= URGENCY_ORDER.index(model_label)
+    assert small_model.score(texts[0]).label("urgency") == "same_day"
+
+
+def test_escalation_flags_carry_evidence(small_model):
+    text = "第三次打电话了还没人管，再不处理我就去12315投诉，还要发抖音曝光"
+    res = small_model.score(text).to_dict()
+    flags = {f["flag"]: f["evidence"] for f in res["escalation"]}
+    assert {"regulator", "media", "repeat_complaint"} <= set(flags)
+    for evidence in flags.values():
+        for ev in evidence:
+            assert text[ev["start"]:ev["end"]] == ev["text"]
+
+
+def test_self_harm_threat_always_needs_review(small_model):
+    res = small_model.score("再不给我解决我就跳楼")
+    assert res.needs_review and "flag_self_harm_threat" in res.review_reasons
+    assert res.label("urgency") == "same_day"
+
+
+def test_score_batch_keeps_order_and_reports_bad_tickets_in_place(small_model):
+    tickets = [{"id": "a", "text": "停电了"}, {"id": "b", "text": "  "}, "网速很慢", {"text": 5}]
+    results = small_model.score_batch(tickets, errors="return")
+    assert results[0].id == "a"
+    assert isinstance(results[1], InvalidTicketError) and results[1].code == "empty_text"
+    assert results[2].id is None
+    assert isinstance(results[3], InvalidTicketError) and results[3].code == "bad_type"
+    with pytest.raises(InvalidTicketError):
+        small_model.score_batch(tickets)
+
+
+def test_batch_and_single_scores_agree(small_model):
+    texts = ["快递显示签收但我没收到", "信用卡被盗刷了三笔", "酒店房间有蟑螂", "暖气不热"]
+    batch = small_model.score_batch(texts)
+    for text, res in zip(texts, batch):
+        single = small_model.score(text)
+        for head in HEADS:
+            assert single.heads[head].label == res.heads[head].label
+            assert single.heads[head].confidence == pytest.approx(res.heads[head].confidence, abs=1e-6)
+
+
+@pytest.mark.parametrize("received_at, code", [("yesterday", "bad_received_at"), (12, "bad_received_at")])
+def test_bad_received_at_is_refused(small_model, received_at, code):
+    with pytest.raises(InvalidTicketError) as err:
+        small_model.score({"text": "停电", "received_at": received_at})
+    assert err.value.code == code
+
+
+def test_naive_received_at_is_taken_as_shanghai_time(small_model):
+    res = small_model.score({"text": "网速很慢", "received_at": "2026-11-24T10:00:00"})
+    assert res.received_at.isoformat() == "2026-11-24T10:00:00+08:00"
+
+
+def _copy(bundle, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_corrupt_onnx_file_is_refused(small_bundle, tmp_path):
+    dst = _copy(small_bundle, tmp_path)
+    path = dst / "heads" / "category.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="corrupt or truncated"):
+        load(dst)
+
+
+def test_truncated_vocabulary_is_refused(small_bundle, tmp_path):
+    dst = _copy(small_bundle, tmp_path)
+    path = dst / "features" / "vocabulary.json"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(BundleError):
+        load(dst)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(schema_version=99), "schema version"),
+    (lambda m: m.pop("heads"), "lacks heads"),
+    (lambda m: m["heads"]["urgency"].update(labels=["x"]), "two distinct labels"),
+])
+def test_bad_manifest_is_refused_with_a_clear_message(small_bundle, tmp_path, edit, message):
+    dst = _copy(small_bundle, tmp_path)
+    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
+    edit(manifest)
+    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(BundleError, match=message):
+        load(dst)
+
+
+def test_missing_bundle_and_missing_manifest_are_refused(tmp_path):
+    with pytest.raises(BundleError, match="no model bundle"):
+        load(tmp_path / "nope")
+    with pytest.raises(BundleError, match="not a triage bundle"):
+        load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{oops", "utf-8")
+    with pytest.raises(BundleError, match="corrupt"):
+        load(tmp_path)
+
+
+def test_manifest_records_provenance(small_bundle):
+    manifest = read_manifest(small_bundle)
+    assert len(manifest["training"]["data_sha256"]) == 64
+    assert manifest["training"]["n_rows"] == 400
+    assert {"numpy", "onnxruntime"} <= set(manifest["library_versions"])
+    for head in HEADS:
+        spec = manifest["heads"][head]
+        assert set(spec["thresholds"]) == set(spec["labels"])
+        assert spec["temperature"] > 0

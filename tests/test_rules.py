@@ -1,0 +1,110 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from triage.errors import RulesError
+from triage.normalize import normalize_text
+from triage.rules import RuleSet, load_rules, max_urgency
+
+CORPUS = Path(__file__).resolve().parent.parent / "datasets" / "corpus"
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules()
+
+
+def hit_ids(rules, text):
+    return {h.rule_id for h in rules.match(normalize_text(text), text)}
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("厨房一股很重的煤气味，阀门关了还有！！", "urgency.gas_leak"),
+    ("客户来电反映3栋2单元电梯困人，里面有老人", "urgency.people_trapped"),
+    ("小区没有任何通知就停电了", "urgency.power_outage"),
+    ("家里停水一整天了，小孩没法洗澡", "urgency.water_outage"),
+    ("邻居家着火了我打了119", "urgency.fire_smoke"),
+    ("楼道电线裸露在外，还冒火花", "urgency.electric_hazard"),
+    ("暖气一点都不热，屋里才12度", "urgency.heating_outage"),
+    ("宽带断了两天，完全上不了网", "urgency.service_down"),
+    ("電梯困人，裡面有老人", "urgency.people_trapped"),
+    ("我不想活了，你们看着办", "flag.self_harm_threat"),
+    ("再不退款就去12315投诉", "flag.regulator"),
+    ("我要发抖音曝光你们", "flag.media"),
+    ("我已经请了律师准备起诉", "flag.legal"),
+    ("刚才已经报警了，派出所说要调查", "flag.police"),
+    ("这是我第三次打电话了还没人管", "flag.repeat_complaint"),
+    ("要求双倍赔偿我的损失", "flag.compensation_demand"),
+    ("孩子在大堂摔伤了腿，流了很多血", "flag.injury"),
+])
+def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("没有闻到煤气味，就是燃气表不亮", "urgency.gas_leak"),        # denied
+    ("不是漏电，是灯泡坏了", "urgency.electric_hazard"),             # denied
+    ("昨晚停电，今早已经来电了", "urgency.power_outage"),            # resolved
+    ("停水两天，现在已经恢复了，但是没人通知", "urgency.water_outage"),  # resolved
+    ("如果再停电我就投诉", "urgency.power_outage"),                  # hypothetical
+    ("万一着火了怎么办", "urgency.fire_smoke"),                       # hypothetical
+    ("看到账单气炸了", "urgency.fire_smoke"),                         # figurative
+    ("我在法院工作，需要开证明", "flag.legal"),                       # workplace
+    ("地址在律师事务所楼下", "flag.legal"),
+    ("我不会去找媒体的，只想解决问题", "flag.media"),                 # denied threat
+    ("不需要赔偿，只要修好", "flag.compensation_demand"),
+    ("邻居家着火了我打了119", "flag.police"),                         # 119 is not police
+    ("电梯广告太吵了", "urgency.elevator_stopped"),
+    ("手机没电了，充电桩在哪", "urgency.power_outage"),
+])
+def test_rule_stays_silent_on_denied_resolved_hypothetical_and_lookalikes(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+def test_evidence_offsets_index_the_original_text(rules):
+    text = "客戶反映：瓦斯味很重，請儘快處理"
+    hits = rules.match(normalize_text(text), text)
+    gas = [h for h in hits if h.rule_id == "urgency.gas_leak"]
+    assert gas
+    ev = gas[0].evidence
+    assert text[ev.start:ev.end] == ev.text == "瓦斯味"
+
+
+def test_triggers_never_skip_a_rule_that_would_match(rules):
+    texts = []
+    for split in ("train", "dev", "test"):
+        with open(CORPUS / f"{split}.jsonl", encoding="utf-8") as fh:
+            texts += [normalize_text(json.loads(line)["text"]) for line in fh]
+    for rule in rules.rules:
+        if rule.trigger_chars is None:
+            continue
+        for text in texts:
+            if rule.pattern.search(text):
+                assert not rule.trigger_chars.isdisjoint(set(text.lower())), (rule.id, text)
+
+
+def test_max_urgency_only_raises():
+    assert max_urgency("normal", "same_day") == "same_day"
+    assert max_urgency("within_24h", None) == "within_24h"
+    assert max_urgency() == "normal"
+
+
+@pytest.mark.parametrize("spec", [
+    {"clause_delimiters": "，", "rules": [{"id": "x", "kind": "weird", "patterns": ["a"]}]},
+    {"clause_delimiters": "，", "rules": [{"id": "x", "kind": "urgency", "patterns": ["a"]}]},
+    {"clause_delimiters": "，", "rules": [{"id": "x", "kind": "flag", "flag": "f", "patterns": ["("]}]},
+    {"clause_delimiters": "，", "rules": [{"id": "x", "kind": "flag", "flag": "f", "patterns": ["a"]},
+                                          {"id": "x", "kind": "flag", "flag": "f", "patterns": ["b"]}]},
+    {"rules": []},
+])
+def test_invalid_rule_files_are_refused(spec):
+    with pytest.raises(RulesError):
+        RuleSet(spec)
+
+
+def test_unreadable_rule_file_is_refused(tmp_path):
+    path = tmp_path / "rules.json"
+    path.write_text("{", "utf-8")
+    with pytest.raises(RulesError):
+        load_rules(path)
