@@ -247,15 +247,56 @@ def _ordered(rec: dict) -> dict:
     return {k: rec[k] for k in keys}
 
 
+def corpus_statistics(corpus_dir: Path = CORPUS_DIR) -> dict:
+    """Counts per label and split, diversity and near-duplicate measures of the built corpus."""
+    splits = {name: list(read_jsonl(corpus_dir / f"{name}.jsonl")) for name in SPLITS}
+    records = [r for recs in splits.values() for r in recs]
+    texts = [r["text"] for r in records]
+    nn = sorted(nearest_neighbour_similarity(texts))
+    opener_df: collections.Counter = collections.Counter(t[:8] for t in texts)
+    gram_df: collections.Counter = collections.Counter()
+    for t in texts:
+        gram_df.update({t[i:i + 10] for i in range(len(t) - 9)})
+    lengths = sorted(len(t) for t in texts)
+    return {
+        "records": len(records),
+        "splits": {name: len(recs) for name, recs in splits.items()},
+        "labels": count_labels(records),
+        "labels_by_split": {name: count_labels(recs) for name, recs in splits.items()},
+        "length": {"min": lengths[0], "median": lengths[len(lengths) // 2],
+                   "p90": lengths[int(len(lengths) * 0.9)], "max": lengths[-1]},
+        "distinct_ngram_ratio": {n: round(distinct_ngram_ratio(texts, n), 4) for n in (1, 2, 3, 4)},
+        "nearest_neighbour_jaccard": {
+            "mean": round(sum(nn) / len(nn), 4),
+            **{f"p{q}": round(nn[min(len(nn) - 1, int(len(nn) * q / 100))], 4) for q in (50, 90, 99)},
+            "max": round(nn[-1], 4),
+            "histogram": {f"{lo / 10:.1f}-{(lo + 1) / 10:.1f}": sum(1 for v in nn if lo / 10 <= v < (lo + 1) / 10)
+                          for lo in range(10)},
+        },
+        "near_duplicate_pairs": len(find_near_duplicates(texts)),
+        "most_repeated_openers": opener_df.most_common(10),
+        "most_repeated_10grams": gram_df.most_common(10),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.corpus", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     check = sub.add_parser("check", help="validate raw shards and show counts")
     check.add_argument("files", nargs="+", type=Path)
     sub.add_parser("build", help="deduplicate and split datasets/raw into datasets/corpus")
+    stats = sub.add_parser("stats", help="write datasets/STATS.json (counts, diversity, near-duplicates)")
+    stats.add_argument("--out", type=Path, default=ROOT / "datasets" / "STATS.json")
     args = parser.parse_args(argv)
     if args.cmd == "check":
         return 1 if check_files(args.files) else 0
+    if args.cmd == "stats":
+        result = corpus_statistics()
+        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", "utf-8")
+        print(json.dumps({k: result[k] for k in ("records", "splits", "distinct_ngram_ratio",
+                                                  "nearest_neighbour_jaccard", "near_duplicate_pairs")},
+                         ensure_ascii=False, indent=1))
+        return 0
     print(json.dumps(build_corpus(), indent=1))
     return 0
 

@@ -1,0 +1,98 @@
+"""Training reads the user's own data and label sets and writes a servable bundle."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from training.data import read_dataset
+from training.evaluate import choose_thresholds, fit_temperature, urgency_decision_threshold
+from training.train import TrainConfig, train
+from triage.features import FeatureConfig
+from triage.model import load
+
+ROWS = [
+    ("话费被多扣了二十元，要求退还", "费用", "高"), ("套餐资费和宣传的不一样", "费用", "中"),
+    ("账单里有一笔不认识的扣费", "费用", "高"), ("这个月流量费怎么这么多", "费用", "中"),
+    ("家里宽带断网了", "网络", "高"), ("手机信号很差，经常掉线", "网络", "中"),
+    ("5G网速特别慢", "网络", "中"), ("地下室完全没有信号", "网络", "高"),
+    ("营业员态度很差，爱理不理", "服务", "低"), ("客服挂我电话", "服务", "中"),
+    ("装维师傅迟到两个小时还不道歉", "服务", "低"), ("热线一直打不通，没人接", "服务", "中"),
+] * 4
+
+
+def _write(path, fmt):
+    if fmt == "jsonl":
+        path.write_text("\n".join(json.dumps({"内容": t, "类别": a, "优先级": b}, ensure_ascii=False)
+                                  for t, a, b in ROWS), "utf-8")
+    else:
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t" if fmt == "tsv" else ",")
+            writer.writerow(["内容", "类别", "优先级"])
+            writer.writerows(ROWS)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_read_dataset_reads_every_format_with_named_columns(tmp_path, fmt):
+    data = read_dataset([_write(tmp_path / f"d.{fmt}", fmt)], text_column="内容",
+                        heads={"topic": "类别", "priority": "优先级"})
+    assert len(data) == len(ROWS)
+    assert data.label_counts()["topic"] == {"费用": 16, "网络": 16, "服务": 16}
+
+
+def test_read_dataset_errors_are_clear(tmp_path):
+    path = _write(tmp_path / "d.csv", "csv")
+    with pytest.raises(ValueError, match="no text column"):
+        read_dataset([path])
+    with pytest.raises(ValueError, match="no label columns"):
+        read_dataset([path], text_column="内容")
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        read_dataset([tmp_path / "d.xlsx"])
+
+
+@pytest.mark.slow
+def test_a_bundle_trained_on_custom_labels_serves_those_labels(tmp_path):
+    path = _write(tmp_path / "d.csv", "csv")
+    config = TrainConfig(data=[str(path)], text_column="内容", heads={"topic": "类别", "priority": "优先级"},
+                         folds=3, features=FeatureConfig(min_df=1, words=True))
+    train(config, tmp_path / "bundle")
+    model = load(tmp_path / "bundle")
+    assert model.labels == {"topic": ["服务", "网络", "费用"], "priority": ["中", "低", "高"]}
+    res = model.score("宽带又断网了，一直连不上").to_dict()
+    assert res["topic"]["label"] == "网络"
+    assert "urgency" not in res and res["due_at"] is None
+
+
+def test_temperature_fit_recovers_a_known_scale():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 3)) * 2
+    p = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    assert fit_temperature(true_logits * 3.0, y) == pytest.approx(3.0, rel=0.1)
+
+
+def test_thresholds_reach_the_target_precision_on_their_data():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet([1, 1, 1], size=2000)
+    y = np.array([row.argmax() if rng.random() < row.max() else rng.integers(3) for row in probs])
+    labels = ["a", "b", "c"]
+    thresholds = choose_thresholds(y, probs, labels, 0.9)
+    pred, conf = probs.argmax(1), probs.max(1)
+    for c, label in enumerate(labels):
+        auto = (pred == c) & (conf >= thresholds[label])
+        if thresholds[label] < 1.0:
+            assert (y[auto] == c).mean() >= 0.9
+
+
+def test_same_day_threshold_meets_the_recall_target():
+    labels = ["normal", "same_day", "within_24h"]
+    rng = np.random.default_rng(2)
+    y = rng.integers(3, size=1000)
+    probs = rng.dirichlet([1, 1, 1], size=1000)
+    probs[y == 1, 1] += 0.5
+    probs /= probs.sum(1, keepdims=True)
+    t = urgency_decision_threshold(y, probs, labels, np.zeros(1000, bool), 0.98)
+    recall = (((probs.argmax(1) == 1) | (probs[:, 1] >= t)) & (y == 1)).sum() / (y == 1).sum()
+    assert recall >= 0.98
