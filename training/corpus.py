@@ -38,6 +38,7 @@ SHINGLE = 5
 ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = ROOT / "datasets" / "raw"
 CORPUS_DIR = ROOT / "datasets" / "corpus"
+CORRECTIONS = ROOT / "datasets" / "corrections.jsonl"
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
@@ -217,8 +218,44 @@ def assign_splits(records: list[dict], seed: int = 20261124) -> dict[str, list[d
     return out
 
 
+def apply_corrections(records: list[dict], path: Path = CORRECTIONS) -> int:
+    """Apply adjudicated label corrections ({id, field, from, to, reason}); return how many.
+
+    A correction whose ``from`` no longer matches the record is an error, so a raw
+    shard edited after adjudication cannot be silently overwritten.
+    """
+    if not path.exists():
+        return 0
+    by_id = {r["id"]: r for r in records}
+    applied = 0
+    for fix in read_jsonl(path):
+        rec = by_id.get(fix["id"])
+        if rec is None:
+            raise ValueError(f"correction for unknown record {fix['id']}")
+        current = sorted(rec[fix["field"]]) if fix["field"] == "escalation" else rec[fix["field"]]
+        if current != fix["from"]:
+            raise ValueError(f"correction {fix['id']}.{fix['field']}: expected {fix['from']!r}, found {current!r}")
+        rec[fix["field"]] = fix["to"]
+        applied += 1
+    return applied
+
+
+def existing_splits(corpus_dir: Path = CORPUS_DIR) -> dict[str, str]:
+    """The split each already-published record id belongs to (splits never move)."""
+    out = {}
+    for name in SPLITS:
+        path = corpus_dir / f"{name}.jsonl"
+        if path.exists():
+            out.update({r["id"]: name for r in read_jsonl(path)})
+    return out
+
+
 def build_corpus(raw_dir: Path = RAW_DIR, out_dir: Path = CORPUS_DIR) -> dict:
-    """Validate, deduplicate and split the raw shards; return build statistics."""
+    """Validate, deduplicate, correct and split the raw shards; return build statistics.
+
+    Records already in a published split stay there; only new records are assigned,
+    stratified by (urgency, domain).
+    """
     taxonomy = load_taxonomy()
     records, invalid = [], []
     for path in sorted(raw_dir.glob("*.jsonl")):
@@ -234,11 +271,21 @@ def build_corpus(raw_dir: Path = RAW_DIR, out_dir: Path = CORPUS_DIR) -> dict:
             records.append(rec)
     records.sort(key=lambda r: r["id"])
     kept, removed = dedupe(records)
-    splits = assign_splits(kept)
+    corrected = apply_corrections(kept)
+    for rec in kept:
+        problems = validate_record(rec, taxonomy)
+        if problems:
+            raise ValueError(f"record {rec['id']} invalid after corrections: {problems}")
+    published = existing_splits(out_dir)
+    splits = assign_splits([r for r in kept if r["id"] not in published])
+    for rec in kept:
+        if rec["id"] in published:
+            splits[published[rec["id"]]].append(rec)
     for name, recs in splits.items():
+        recs.sort(key=lambda r: r["id"])
         write_jsonl(out_dir / f"{name}.jsonl", (_ordered(r) for r in recs))
     return {"raw": len(records) + len(invalid), "invalid": len(invalid),
-            "near_duplicates_removed": len(removed), "kept": len(kept),
+            "near_duplicates_removed": len(removed), "corrections_applied": corrected, "kept": len(kept),
             "splits": {k: len(v) for k, v in splits.items()}}
 
 

@@ -63,7 +63,7 @@ def find_cjk_font() -> dict:
     return _FONT
 
 
-def missing_glyphs(texts, font_path: str) -> list[str]:
+def find_missing_glyphs(texts, font_path: str) -> list[str]:
     """Characters of ``texts`` that the font cannot draw (they would show as tofu boxes)."""
     from matplotlib.ft2font import FT2Font
 
@@ -72,20 +72,44 @@ def missing_glyphs(texts, font_path: str) -> list[str]:
     return sorted(c for c in chars if ord(c) not in charmap)
 
 
+def build_font_face(text: str, font_path: str, family: str = "TriageCJK") -> str:
+    """An ``@font-face`` rule embedding the font, cut down to the characters of ``text``
+    (plus printable ASCII) as base64 WOFF, so Chinese renders where no CJK font is installed."""
+    from fontTools import subset
+
+    options = subset.Options()
+    options.flavor = "woff"
+    options.layout_features = ["*"]
+    font = subset.load_font(font_path, options)
+    try:
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(text="".join(sorted(set(text) | {chr(c) for c in range(32, 127)})))
+        subsetter.subset(font)
+        buf = io.BytesIO()
+        subset.save_font(font, buf, options)
+    finally:
+        font.close()
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'@font-face {{ font-family: "{family}"; src: url(data:font/woff;base64,{data}) format("woff"); }}'
+
+
 def _rc(font: dict) -> dict:
     return {"font.family": [font["name"], "DejaVu Sans"], "font.size": 10, "axes.titlesize": 11,
             "svg.fonttype": "path", "figure.dpi": 100}
 
 
 def encode_png(fig) -> str:
-    """A figure as a ``data:image/png;base64,…`` URI."""
+    """A figure as a ``data:image/png;base64,…`` URI, drawn by the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # -- numbers -------------------------------------------------------------------------------
-def reliability_bins(confidence, correct, n_bins: int = CALIBRATION_BINS) -> dict:
+def compute_reliability(confidence, correct, n_bins: int = CALIBRATION_BINS) -> dict:
     """Equal-width confidence bins: count, mean confidence and accuracy; and the ECE.
 
     A confidence of exactly 1.0 falls in the last bin.
@@ -108,7 +132,7 @@ def reliability_bins(confidence, correct, n_bins: int = CALIBRATION_BINS) -> dic
     return {"bins": bins, "ece": round(ece / len(conf), 4) if len(conf) else None}
 
 
-def precision_coverage(confidence, correct, max_points: int = CURVE_POINTS) -> dict:
+def compute_precision_coverage(confidence, correct, max_points: int = CURVE_POINTS) -> dict:
     """Precision of the predictions kept at each confidence threshold, against the share kept.
 
     One point per distinct confidence (ties are kept or dropped together), from the
@@ -130,7 +154,7 @@ def precision_coverage(confidence, correct, max_points: int = CURVE_POINTS) -> d
             "precision": [round(float(v), 4) for v in precision[last]]}
 
 
-def point_at_threshold(confidence, correct, threshold: float) -> dict:
+def measure_at_threshold(confidence, correct, threshold: float) -> dict:
     """Coverage and precision of the predictions whose confidence reaches ``threshold``."""
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=bool)
@@ -140,7 +164,7 @@ def point_at_threshold(confidence, correct, threshold: float) -> dict:
             "precision": round(float(ok[keep].mean()), 4) if keep.any() else None}
 
 
-def class_curves(pred: list[str], confidence, correct, labels: list[str], thresholds: dict) -> dict:
+def compute_class_curves(pred: list[str], confidence, correct, labels: list[str], thresholds: dict) -> dict:
     """Per predicted class: its precision–coverage curve and the point at its threshold."""
     pred_arr = np.array(pred, dtype=object)
     conf = np.asarray(confidence, dtype=float)
@@ -151,12 +175,12 @@ def class_curves(pred: list[str], confidence, correct, labels: list[str], thresh
         if not m.any():
             continue
         t = float(thresholds.get(label, 0.0))
-        out[label] = {"n": int(m.sum()), "curve": precision_coverage(conf[m], ok[m]),
-                      "at_threshold": point_at_threshold(conf[m], ok[m], t)}
+        out[label] = {"n": int(m.sum()), "curve": compute_precision_coverage(conf[m], ok[m]),
+                      "at_threshold": measure_at_threshold(conf[m], ok[m], t)}
     return out
 
 
-def top_mistakes(texts: list[str], gold: list, pred: list[str], confidence, limit: int = MISTAKES,
+def find_top_mistakes(texts: list[str], gold: list, pred: list[str], confidence, limit: int = MISTAKES,
                  top: list | None = None) -> list[dict]:
     """The ``limit`` wrong predictions with the highest confidence, texts PII-masked."""
     conf = np.asarray(confidence, dtype=float)
@@ -181,7 +205,7 @@ def count_labels(values) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def model_card(manifest: dict) -> dict:
+def build_model_card(manifest: dict) -> dict:
     """The model card as data: what the bundle was trained on, when, how, and its CV metrics."""
     from triage.cli import format_model_card
 
@@ -243,18 +267,18 @@ def build_report(model_path, data, *, text_column: str = "text", heads: dict | N
             correct = np.array([gold[i] == pred[i] for i in rows], dtype=bool)
             section["metrics"] = evaluation["heads"].get(head)
             section["distribution"]["data"] = count_labels(gold)
-            section["calibration"] = reliability_bins(conf[rows], correct)
+            section["calibration"] = compute_reliability(conf[rows], correct)
             section["precision_coverage"] = {
-                "overall": precision_coverage(conf[rows], correct),
+                "overall": compute_precision_coverage(conf[rows], correct),
                 "at_thresholds": (evaluation["heads"].get(head) or {}).get("at_thresholds"),
-                "per_class": class_curves([pred[i] for i in rows], conf[rows], correct, labels, thresholds)}
-            section["mistakes"] = top_mistakes(dataset.texts, gold, pred, conf, mistakes,
+                "per_class": compute_class_curves([pred[i] for i in rows], conf[rows], correct, labels, thresholds)}
+            section["mistakes"] = find_top_mistakes(dataset.texts, gold, pred, conf, mistakes,
                                                top=[r.heads[head].top for r in results])
         out_heads[head] = section
     report = {"model": model.model_version, "model_path": str(model_path), "data": [str(p) for p in data],
               "data_sha256": dataset.sha256, "n": len(dataset),
               "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "model_card": model_card(model.manifest), "heads": out_heads,
+              "model_card": build_model_card(model.manifest), "heads": out_heads,
               "needs_review_rate": evaluation.get("needs_review_rate")}
     if "same_day" in evaluation:
         sd = dict(evaluation["same_day"])
@@ -283,7 +307,7 @@ def plot_confusion(section: dict, font: dict, title: str) -> str:
     labels, cm = conf["labels"], np.array(conf["matrix"], dtype=float)
     names = _names(section, labels)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    side = max(4.8, 0.62 * len(labels) + 2.6)
+    side = max(4.6, 0.5 * len(labels) + 2.4)
     with rc_context(_rc(font)):
         fig = Figure(figsize=(side + 0.8, side))
         ax = fig.add_subplot()
@@ -317,7 +341,7 @@ def plot_reliability(section: dict, font: dict, title: str) -> str:
     mean_conf = np.array([b["confidence"] if b["confidence"] is not None else np.nan for b in bins])
     counts = np.array([b["n"] for b in bins])
     with rc_context(_rc(font)):
-        fig = Figure(figsize=(5.2, 5.2))
+        fig = Figure(figsize=(4.8, 4.8))
         top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
         top.plot([0, 1], [0, 1], ls="--", color="#9aa5b1", lw=1, label="完美校准 (perfect)")
         has = ~np.isnan(acc)
@@ -342,6 +366,8 @@ def plot_precision_coverage(section: dict, font: dict, title: str) -> str:
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
+    import matplotlib
+
     pc = section["precision_coverage"]
     with rc_context(_rc(font)):
         fig = Figure(figsize=(10.5, 4.4))
@@ -351,14 +377,17 @@ def plot_precision_coverage(section: dict, font: dict, title: str) -> str:
         op = pc.get("at_thresholds") or {}
         if op.get("precision") is not None:
             left.plot([op["coverage"]], [op["precision"]], marker="*", ms=15, color="#e45756", ls="none",
-                      label=f"分类阈值 (per-class thresholds): 覆盖 {op['coverage']:.2f}, 精确 {op['precision']:.2f}")
+                      label=f"分类阈值 (per-class thresholds): "
+                            f"覆盖 {op['coverage']:.2f}, 精确 {op['precision']:.2f}")
         left.set_title(f"{title} — 全部 (all)")
         left.set_xlabel("覆盖率 (coverage: share auto-routed)")
         left.set_ylabel("精确率 (precision)")
         left.legend(loc="lower left", fontsize=8, frameon=False)
-        colors = [f"C{k}" for k in range(10)]
+        n_classes = len(pc["per_class"])
+        colors = [f"C{k}" for k in range(10)] if n_classes <= 10 else \
+            [matplotlib.colormaps["tab20"](k % 20) for k in range(n_classes)]
         for k, (label, entry) in enumerate(sorted(pc["per_class"].items(), key=lambda kv: -kv[1]["n"])):
-            color = colors[k % 10]
+            color = colors[k % len(colors)]
             name = section["display_names"].get(label, label)
             c = entry["curve"]
             at = entry["at_threshold"]
@@ -370,9 +399,11 @@ def plot_precision_coverage(section: dict, font: dict, title: str) -> str:
         right.set_title("按预测类别 (per predicted class; ● = threshold)")
         right.set_xlabel("类内覆盖率 (coverage within class)")
         right.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+        lows = [min(c["precision"]) for c in [curve] + [e["curve"] for e in pc["per_class"].values()] if c["precision"]]
+        bottom = max(0.0, np.floor((min(lows, default=0.0) - 0.05) * 10) / 10)
         for ax in (left, right):
             ax.set_xlim(0, 1.02)
-            ax.set_ylim(0, 1.04)
+            ax.set_ylim(bottom, 1.0 + (1.0 - bottom) * 0.04)
             ax.grid(alpha=0.3)
         fig.tight_layout()
         return encode_png(fig)
@@ -392,7 +423,7 @@ def plot_distribution(section: dict, font: dict, title: str) -> str:
     names = _names(section, labels)
     height = max(2.6, 0.42 * len(labels) * max(1, len(series)) / 2 + 1.2)
     with rc_context(_rc(font)):
-        fig = Figure(figsize=(6.4, height))
+        fig = Figure(figsize=(5.6, height))
         ax = fig.add_subplot()
         bar = 0.8 / len(series)
         y = np.arange(len(labels))
@@ -404,7 +435,8 @@ def plot_distribution(section: dict, font: dict, title: str) -> str:
         ax.invert_yaxis()
         ax.set_xlabel("占比 (share)")
         ax.set_title(title)
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55 / (0.8 * height)), ncol=len(series), fontsize=8,
+                  frameon=False)
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
         return encode_png(fig)
@@ -476,14 +508,20 @@ def render_model_card(report: dict) -> str:
     card = report["model_card"]
     training = card["training"]
     counts = training.get("label_counts") or {}
+    facts = [("model", _e(card["model_version"])), ("created", _e(card["created_at"])),
+             ("training data", _e(", ".join(training.get("sources") or []))),
+             ("data sha256", f"<code>{_e(training.get('data_sha256'))}</code>"), ("rows", _e(training.get("n_rows"))),
+             ("cross-validation", f"{_e(card['cv_folds'])}-fold, out-of-fold (held-out) metrics")]
     blocks = [f"<pre>{_e(card['text'])}</pre>",
-              _table(["", ""], [["model", _e(card["model_version"])], ["created", _e(card["created_at"])],
-                                ["training data", _e(", ".join(training.get("sources") or []))],
-                                ["data sha256", f"<code>{_e(training.get('data_sha256'))}</code>"],
-                                ["rows", _e(training.get("n_rows"))]], num_from=99)]
+              "<table><tbody>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</tbody></table>"]
+    tables = []
     for head, c in counts.items():
-        blocks.append(f"<h3>训练标签分布 · {_e(head)}</h3>"
-                      + _table(["label", "count"], [[_e(k), _e(v)] for k, v in c.items()]))
+        section = report["heads"].get(head, {"display_names": {}})
+        cv = card["heads"].get(head, {}).get("cv", {}).get("per_class", {})
+        rows = [[_label(section, k), _e(v), _fmt((cv.get(k) or {}).get("f1"))] for k, v in c.items()]
+        tables.append(f"<div><h3>{_e(head)}: 训练标签 (training labels)</h3>"
+                      + _table(["label", "count", "CV F1"], rows) + "</div>")
+    blocks.append('<div class="figs">' + "".join(tables) + "</div>")
     blocks.append("<details><summary>训练设置 (training settings)</summary><pre>"
                   + _e(json.dumps(training.get("config"), ensure_ascii=False, indent=1)) + "</pre></details>")
     blocks.append("<details><summary>阈值与库版本 (thresholds, library versions)</summary><pre>"
@@ -547,11 +585,22 @@ def render_html(report: dict) -> str:
                 for f, v in report["escalation"].items()]
         body.append("<h2>升级标记 (escalation flags)</h2>" + _table(["flag", "precision", "recall", "support"], rows))
     body.append("<h2>模型卡 (model card)</h2>" + render_model_card(report))
+    page = "\n".join(body)
+    title_text = _e(title)
+    visible = _strip_data_uris(page)
     template = Template(resources.files("training").joinpath(TEMPLATE).read_text("utf-8"))
-    return template.substitute(title=_e(title), body="\n".join(body))
+    return template.substitute(title=title_text, body=page,
+                               font_face=build_font_face(title_text + html.unescape(visible), font["path"]))
 
 
-def chart_texts(report: dict) -> list[str]:
+def _strip_data_uris(page: str) -> str:
+    """The page without its embedded images (their base64 text needs no glyphs)."""
+    import re
+
+    return re.sub(r'"data:[^"]*"', '""', page)
+
+
+def collect_chart_texts(report: dict) -> list[str]:
     """Every label name the charts draw (to check the font covers them)."""
     return [name for s in report["heads"].values() for name in s["display_names"].values()]
 
@@ -560,7 +609,8 @@ def write_report(model_path, data, out_dir, **kwargs) -> dict:
     """Write ``report.html`` and ``report.json`` into ``out_dir``; return the report."""
     report = build_report(model_path, data, **kwargs)
     font = find_cjk_font()
-    report["font"] = {"name": font["name"], "missing_glyphs": missing_glyphs(chart_texts(report), font["path"])}
+    report["font"] = {"name": font["name"],
+                      "missing_glyphs": find_missing_glyphs(collect_chart_texts(report), font["path"])}
     page = render_html(report)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

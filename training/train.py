@@ -23,6 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from training.data import Dataset, read_dataset
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
                                urgency_decision_threshold)
+from training.drift import summarize_reference
 from training.export import write_bundle
 from triage.calendar import BusinessCalendar
 from triage.features import FeatureConfig, fit_featurizer
@@ -137,12 +138,13 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
 
     oof_logits, baseline_preds, _ = cross_validate(config, dataset, normalized, tokenizer, label_index)
     rules = load_rules(rules_path)
-    heads_out, cv_report = {}, {}
+    heads_out, cv_report, oof_probs = {}, {}, {}
     for head, values in dataset.labels.items():
         y = np.array([label_index[head].get(v, -1) for v in values])
         m = y >= 0
         temperature = fit_temperature(oof_logits[head][m], y[m])
         probs = softmax_t(oof_logits[head][m], temperature)
+        oof_probs[head] = probs
         thresholds = choose_thresholds(y[m], probs, labels[head], config.target_precision)
         report = head_report(y[m], probs, labels[head], thresholds)
         decision = {}
@@ -182,6 +184,7 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
                      "n_rows": len(dataset), "label_counts": dataset.label_counts(),
                      "config": config.to_dict()},
         "metrics": {"cv": {"folds": config.folds, "grouped_duplicates": True, "heads": cv_report}},
+        "reference": summarize_reference(oof_probs, labels),
     }
     return write_bundle(Path(out_dir), featurizer=featurizer, heads=heads_out, rules_path=rules_path,
                         userdict_path=userdict_path if tokenizer else None, extra=extra)

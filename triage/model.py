@@ -114,20 +114,67 @@ class TriageResult:
 
 
 class _Head:
-    """One ONNX linear head: (indices, weights) padded batch -> probabilities."""
+    """One head's labels, thresholds and decision settings; its graph runs in the shared session."""
 
-    def __init__(self, name: str, spec: dict, session):
+    def __init__(self, name: str, spec: dict, n_outputs: int):
         self.name = name
         self.labels: list[str] = list(spec["labels"])
         self.thresholds = np.array([float(spec.get("thresholds", {}).get(lb, 0.0)) for lb in self.labels])
         self.decision = spec.get("decision", {})
-        self.session = session
-        out = session.get_outputs()[0].shape
-        if out[-1] != len(self.labels):
-            raise BundleError(f"head {name!r}: ONNX output has {out[-1]} classes, manifest lists {len(self.labels)}")
+        if n_outputs != len(self.labels):
+            raise BundleError(f"head {name!r}: ONNX output has {n_outputs} classes, manifest lists {len(self.labels)}")
 
-    def predict(self, indices: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"indices": indices, "weights": weights})[0]
+
+def compose_heads(paths: dict[str, Path]):
+    """One ONNX model that runs every head's graph on the shared sparse input.
+
+    Each head stays its own file in the bundle; composing them at load time means one
+    onnxruntime call per batch instead of one per head. Outputs are named after heads.
+    """
+    import onnx
+    from onnx import helper
+
+    nodes, inits, outputs, opsets = [], [], [], {}
+    inputs = None
+    for head, path in paths.items():
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:  # onnx raises DecodeError and friends
+            raise BundleError(f"cannot read ONNX head {path.name}: {exc}") from exc
+        graph = model.graph
+        shared = {i.name for i in graph.input}
+        if shared != {"indices", "weights"} or len(graph.output) != 1:
+            raise BundleError(f"ONNX head {path.name} must take 'indices' and 'weights' and give one output")
+        inputs = inputs or list(graph.input)
+
+        def rename(name, head=head, shared=shared, out=graph.output[0].name):
+            if not name or name in shared:
+                return name
+            return head if name == out else f"{head}/{name}"
+
+        for init in graph.initializer:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(init)
+            copy.name = rename(init.name)
+            inits.append(copy)
+        for node in graph.node:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.name = rename(node.name or f"{node.op_type}_{len(nodes)}")
+            copy.input[:] = [rename(x) for x in node.input]
+            copy.output[:] = [rename(x) for x in node.output]
+            nodes.append(copy)
+        out = onnx.ValueInfoProto()
+        out.CopyFrom(graph.output[0])
+        out.name = head
+        outputs.append(out)
+        for opset in model.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    graph = helper.make_graph(nodes, "triage_heads", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                              producer_name="triage")
+    model.ir_version = 8
+    return model
 
 
 class Model:
@@ -144,8 +191,9 @@ class Model:
         self.calendar = calendar or BusinessCalendar.from_dict(self.manifest.get("calendar"))
         self.featurizer = self._load_featurizer()
         self.rules: RuleSet | None = self._load_rules()
-        self.heads = {name: _Head(name, spec, self._session(spec["onnx"], threads))
-                      for name, spec in self.manifest["heads"].items()}
+        self.session = self._session(threads)
+        n_out = {o.name: o.shape[-1] for o in self.session.get_outputs()}
+        self.heads = {name: _Head(name, spec, n_out[name]) for name, spec in self.manifest["heads"].items()}
         self._pad_index = self.featurizer.n_features
         urgency = self.heads.get("urgency")
         self._urgency_rules = urgency is not None and set(urgency.labels) == set(URGENCY_ORDER)
@@ -170,17 +218,18 @@ class Model:
         rel = self.manifest.get("rules")
         return load_rules(self.path / rel) if rel else None
 
-    def _session(self, rel: str, threads: int):
+    def _session(self, threads: int):
         import onnxruntime as ort
 
+        model = compose_heads({name: self.path / spec["onnx"] for name, spec in self.manifest["heads"].items()})
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            return ort.InferenceSession(str(self.path / rel), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise BundleError(f"cannot load ONNX head {rel}: {exc}") from exc
+            raise BundleError(f"cannot load the ONNX heads: {exc}") from exc
 
     # -- scoring -----------------------------------------------------------------
     @property
@@ -230,7 +279,8 @@ class Model:
         for i, (idx, w) in enumerate(rows):
             indices[i, :len(idx)] = idx
             weights[i, :len(w)] = w
-        return {name: head.predict(indices, weights) for name, head in self.heads.items()}
+        outputs = self.session.run(list(self.heads), {"indices": indices, "weights": weights})
+        return dict(zip(self.heads, outputs))
 
     def _build_result(self, ticket: Ticket, text: str, normalized: str, probs: dict) -> TriageResult:
         heads: dict[str, HeadPrediction] = {}

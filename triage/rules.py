@@ -84,6 +84,8 @@ class RuleSet:
         ids = [r.id for r in self.rules]
         if len(set(ids)) != len(ids):
             raise RulesError("rule ids must be unique")
+        self._always = [k for k, r in enumerate(self.rules) if r.triggers is None]
+        self._automaton = _build_automaton(self.rules)
 
     @staticmethod
     def _compile(raw: dict) -> _Rule:
@@ -128,6 +130,19 @@ class RuleSet:
                 return True
         return False
 
+    def _candidates(self, text: str) -> list[_Rule]:
+        """Rules whose trigger literals occur in ``text`` (plus rules without triggers), in file order."""
+        lowered = text.lower()
+        if self._automaton is not None:
+            found = set(self._always)
+            for _, rule_ids in self._automaton.iter(lowered):
+                found.update(rule_ids)
+        else:
+            chars = set(lowered)
+            found = {k for k, r in enumerate(self.rules)
+                     if r.trigger_chars is None or not r.trigger_chars.isdisjoint(chars)}
+        return [self.rules[k] for k in sorted(found)]
+
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
         return bool(self._hypothetical and self._hypothetical.search(text, clause_start, start))
 
@@ -144,13 +159,10 @@ class RuleSet:
     def match(self, text: str, original: str | None = None) -> list[RuleHit]:
         """Hits in ``text`` (normalised); evidence strings are cut from ``original``."""
         original = original if original is not None else text
-        chars = set(text.lower())
         clauses = None
         praise = None
         hits: list[RuleHit] = []
-        for rule in self.rules:
-            if rule.trigger_chars is not None and rule.trigger_chars.isdisjoint(chars):
-                continue
+        for rule in self._candidates(text):
             excluded = None
             for m in rule.pattern.finditer(text):
                 start, end = m.span()
@@ -173,6 +185,23 @@ class RuleSet:
                 hits.append(RuleHit(rule.id, rule.kind, rule.flag, rule.level,
                                     Evidence(original[start:end], start, end)))
         return hits
+
+
+def _build_automaton(rules: list[_Rule]):
+    """An Aho-Corasick automaton from trigger literal to rule indices (None without pyahocorasick)."""
+    try:
+        import ahocorasick
+    except ImportError:
+        return None
+    table: dict[str, set[int]] = {}
+    for k, rule in enumerate(rules):
+        for trigger in rule.triggers or ():
+            table.setdefault(trigger, set()).add(k)
+    automaton = ahocorasick.Automaton()
+    for trigger, rule_ids in table.items():
+        automaton.add_word(trigger, tuple(sorted(rule_ids)))
+    automaton.make_automaton()
+    return automaton
 
 
 def _rule_triggers(patterns: list[str]) -> tuple[str, ...] | None:

@@ -1,0 +1,60 @@
+"""Inter-annotator agreement between the corpus labels and a blind second annotator.
+
+    python -m training.agreement            # writes datasets/agreement/report.json
+
+The second annotator labelled a seeded random sample of 400 records
+(``datasets/agreement/sample_ids.txt``) from the guidelines alone, without seeing
+the corpus labels; their labels are in ``annotator2_part*.jsonl``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+from pathlib import Path
+
+from training.corpus import CORPUS_DIR, HEADS, RAW_DIR, _record_id, read_jsonl
+
+AGREEMENT_DIR = CORPUS_DIR.parent / "agreement"
+
+
+def cohen_kappa(a: list[str], b: list[str]) -> float:
+    """Cohen's kappa of two label sequences over the same items."""
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b)) / n
+    ca, cb = collections.Counter(a), collections.Counter(b)
+    expected = sum(ca[k] * cb[k] for k in set(ca) | set(cb)) / (n * n)
+    return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def agreement_report(raw_dir: Path = RAW_DIR, agreement_dir: Path = AGREEMENT_DIR) -> dict:
+    """Kappa between the writers' labels as written (before adjudication) and annotator 2."""
+    gold = {_record_id(r["text"].strip()): r for path in sorted(raw_dir.glob("*.jsonl")) for r in read_jsonl(path)}
+    second = {r["id"]: r for path in sorted(agreement_dir.glob("annotator2_part*.jsonl")) for r in read_jsonl(path)}
+    ids = [i for i in (agreement_dir / "sample_ids.txt").read_text().split() if i in second and i in gold]
+    report: dict = {"n": len(ids), "labels": "as written, before adjudication", "heads": {}, "flags": {}}
+    for head in HEADS:
+        a, b = [gold[i][head] for i in ids], [second[i][head] for i in ids]
+        confusions = collections.Counter((x, y) for x, y in zip(a, b) if x != y)
+        report["heads"][head] = {"kappa": round(cohen_kappa(a, b), 4),
+                                 "agreement": round(sum(x == y for x, y in zip(a, b)) / len(ids), 4),
+                                 "top_disagreements": [[f"{x} -> {y}", c] for (x, y), c in confusions.most_common(6)]}
+    flags = sorted({f for i in ids for f in gold[i]["escalation"] + second[i]["escalation"]})
+    for flag in flags:
+        a = [str(flag in gold[i]["escalation"]) for i in ids]
+        b = [str(flag in second[i]["escalation"]) for i in ids]
+        report["flags"][flag] = {"kappa": round(cohen_kappa(a, b), 4), "corpus": a.count("True"),
+                                 "second": b.count("True")}
+    return report
+
+
+def main() -> int:
+    report = agreement_report()
+    (AGREEMENT_DIR / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
