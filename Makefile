@@ -17,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,serve,report,dask,test]'
+	$(PY) -m pip install --quiet -e '.[train,serve,postgres,report,dask,test]'
 	touch $@
 
 corpus: setup

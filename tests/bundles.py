@@ -33,3 +33,19 @@ def build_small_bundle(workdir: Path, n: int = 400, **overrides) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text("utf-8").splitlines() if line.strip()]
+
+
+TINY_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_tickets.jsonl"
+
+
+def train_tiny(out: Path, features: dict | None = None, **overrides) -> Path:
+    """A four-head bundle from the 60-row fixture: character n-grams only, 2 folds."""
+    config = TrainConfig(data=[str(TINY_FIXTURE)], folds=2, name="tiny",
+                         features=FeatureConfig(**{"words": False, "max_features": 2000, "min_df": 1,
+                                                   **(features or {})}), **overrides)
+    train(config, out)
+    return out
+
+
+def read_tiny_rows() -> list[dict]:
+    return read_jsonl(TINY_FIXTURE)

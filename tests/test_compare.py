@@ -9,25 +9,10 @@ from pathlib import Path
 import pytest
 
 from training.compare import compare_bundles, compute_metric_deltas, format_comparison, group_changes
+from tests.bundles import TINY_FIXTURE, read_tiny_rows as read_rows, train_tiny  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_tickets.jsonl"
+FIXTURE = TINY_FIXTURE
 HEADS = ("category", "department", "urgency", "sentiment")
-
-
-def train_tiny(out: Path, features: dict | None = None, **overrides) -> Path:
-    """A four-head bundle from the 60-row fixture: character n-grams only, 2 folds."""
-    from training.train import TrainConfig, train
-    from triage.features import FeatureConfig
-
-    config = TrainConfig(data=[str(FIXTURE)], folds=2, name="tiny",
-                         features=FeatureConfig(**{"words": False, "max_features": 2000, "min_df": 1,
-                                                   **(features or {})}), **overrides)
-    train(config, out)
-    return out
-
-
-def read_rows() -> list[dict]:
-    return [json.loads(line) for line in FIXTURE.read_text("utf-8").splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -12,26 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from triage.bundle import read_manifest
 from training.drift import (compute_label_psi, compute_psi, count_confidence_bins, count_term_documents,
                             count_vocabulary_documents, detect_drift, find_new_terms, is_term, summarize_reference)
+from tests.bundles import TINY_FIXTURE, read_tiny_rows as read_rows, train_tiny  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_tickets.jsonl"
+FIXTURE = TINY_FIXTURE
 CATEGORY_COUNTS = {"billing": 15, "delivery": 15, "network": 15, "service_attitude": 15}
-
-
-def train_tiny(out: Path, **overrides) -> Path:
-    """A four-head bundle from the 60-row fixture: character n-grams only, 2 folds."""
-    from training.train import TrainConfig, train
-    from triage.features import FeatureConfig
-
-    config = TrainConfig(data=[str(FIXTURE)], folds=2, name="tiny",
-                         features=FeatureConfig(words=False, max_features=2000, min_df=1), **overrides)
-    train(config, out)
-    return out
-
-
-def read_rows() -> list[dict]:
-    return [json.loads(line) for line in FIXTURE.read_text("utf-8").splitlines() if line.strip()]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -141,8 +128,8 @@ def test_logged_predictions_drift_and_exit_3(tiny_bundle, tmp_path, capsys):
     assert cat["labels"]["reference"] == {k: 0.25 for k in CATEGORY_COUNTS}
     assert {"kind": "labels", "head": "category", "psi": cat["labels"]["psi"]} in report["alerts"]
     assert report["model_versions_seen"] == {"tiny-old": 40}
-    assert "confidence" not in cat  # no reference histogram without --reference or a manifest one
-    assert any("confidence_hist" in note for note in report["notes"])
+    assert report["reference"]["confidence"] == "manifest"  # the bundle's out-of-fold histogram
+    assert cat["confidence"]["reference"] == read_manifest(tiny_bundle)["reference"]["confidence_hist"]["category"]["counts"]
     bigrams = [t["term"] for t in report["terms"]["bigram"]]
     assert "宇宙" in bigrams and "直播" in bigrams
     assert "反映" not in bigrams  # in every training text
@@ -150,7 +137,7 @@ def test_logged_predictions_drift_and_exit_3(tiny_bundle, tmp_path, capsys):
     assert code == 3
     assert "ALERT labels" in capsys.readouterr().out
     assert json.loads((tmp_path / "d.json").read_text("utf-8"))["alert"] is True
-    assert main(["drift", "--model", str(tiny_bundle), "--data", str(FIXTURE)]) == 0
+    assert main(["drift", "--model", str(tiny_bundle), "--data", str(FIXTURE), "--reference", str(FIXTURE)]) == 0
     assert main(["drift", "--model", str(tiny_bundle), "--data", str(recent), "--psi-threshold", "100"]) == 0
 
 

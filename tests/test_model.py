@@ -86,7 +86,8 @@ def test_batch_and_single_scores_agree(small_model):
             assert single.heads[head].confidence == pytest.approx(res.heads[head].confidence, abs=1e-6)
 
 
-@pytest.mark.parametrize("received_at, code", [("yesterday", "bad_received_at"), (12, "bad_received_at")])
+@pytest.mark.parametrize("received_at, code", [("yesterday", "bad_received_at"), (12, "bad_received_at"),
+                                               ("9999-12-31T23:59:59+00:00", "bad_received_at")])
 def test_bad_received_at_is_refused(small_model, received_at, code):
     with pytest.raises(InvalidTicketError) as err:
         small_model.score({"text": "停电", "received_at": received_at})
@@ -155,3 +156,25 @@ def test_manifest_records_provenance(small_bundle):
         spec = manifest["heads"][head]
         assert set(spec["thresholds"]) == set(spec["labels"])
         assert spec["temperature"] > 0
+
+
+def test_flag_heads_are_kept_apart_from_label_heads(small_model):
+    assert set(small_model.heads) == set(HEADS)
+    assert set(small_model.predict_proba(["停电了"])) == set(HEADS)
+    for flag, head in small_model.flag_heads.items():
+        assert head.labels == ["no", "yes"]
+        assert 0.5 <= head.decision["flag_threshold"] <= 1.01
+
+
+def test_model_flag_evidence_indexes_the_original_text(small_model):
+    if not small_model.flag_heads:
+        pytest.skip("the small bundle has no flag heads")
+    flag = next(iter(small_model.flag_heads))
+    text = "我已經第三次打電話投訴了，再不處理就找記者曝光，還要求賠償！"
+    from triage.normalize import normalize_text
+
+    normalized = normalize_text(text)
+    row = small_model.featurizer.transform_one(normalized)
+    spans = small_model._evidence_spans(small_model._flag_contrib[flag], row, normalized, text)
+    for span in spans:
+        assert text[span["start"]:span["end"]] == span["text"]

@@ -19,24 +19,10 @@ pytest.importorskip("pylopdf_fonts_zh_cn", reason="triage report needs the pylop
 
 from training.report import (compute_precision_coverage, compute_reliability, find_missing_glyphs,  # noqa: E402
                              find_top_mistakes, measure_at_threshold)
+from tests.bundles import TINY_FIXTURE, read_tiny_rows as read_rows, train_tiny  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_tickets.jsonl"
+FIXTURE = TINY_FIXTURE
 PHONE = "13812345678"
-
-
-def train_tiny(out: Path, **overrides) -> Path:
-    """A four-head bundle from the 60-row fixture: character n-grams only, 2 folds."""
-    from training.train import TrainConfig, train
-    from triage.features import FeatureConfig
-
-    config = TrainConfig(data=[str(FIXTURE)], folds=2, name="tiny",
-                         features=FeatureConfig(words=False, max_features=2000, min_df=1), **overrides)
-    train(config, out)
-    return out
-
-
-def read_rows() -> list[dict]:
-    return [json.loads(line) for line in FIXTURE.read_text("utf-8").splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

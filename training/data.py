@@ -18,7 +18,7 @@ class Dataset:
     labels: dict[str, list[str | None]]  # head -> label per row (None: unlabelled for that head)
     sha256: str
     sources: list[str]
-    extras: list[dict] | None = None
+    flags: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -89,7 +89,8 @@ def file_sha256(paths: list[Path]) -> str:
 
 
 def read_dataset(paths: list[Path], *, text_column: str = "text", heads: dict[str, str] | None = None,
-                 fmt: str | None = None, columns: list[str] | None = None) -> Dataset:
+                 fmt: str | None = None, columns: list[str] | None = None,
+                 flag_column: str = "escalation") -> Dataset:
     """Read labelled rows. ``heads`` maps head name to column; default: the standard
     heads that the data has. Rows with empty text are an error, not silently dropped."""
     paths = [Path(p) for p in paths]
@@ -116,6 +117,21 @@ def read_dataset(paths: list[Path], *, text_column: str = "text", heads: dict[st
         distinct = {v for v in values if v is not None}
         if len(distinct) < 2:
             raise ValueError(f"head {head!r} needs at least two distinct labels, found {sorted(distinct)}")
-    extras = [{k: v for k, v in row.items() if k == "escalation"} for row in rows]
+    flags = [parse_flags(row.get(flag_column)) for row in rows] if flag_column in rows[0] else None
     return Dataset(texts=texts, labels=labels, sha256=file_sha256(paths),
-                   sources=[str(p) for p in paths], extras=extras)
+                   sources=[str(p) for p in paths], flags=flags)
+
+
+def parse_flags(value) -> list[str]:
+    """Escalation flags from a JSON list, a JSON-encoded list or a comma/semicolon string."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            return parse_flags(json.loads(text))
+        except json.JSONDecodeError:
+            pass
+    return [v.strip() for v in text.replace(";", ",").split(",") if v.strip()]

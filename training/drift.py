@@ -5,8 +5,8 @@ Three signals per bundle and batch of recent tickets:
 * label PSI per head: the recent label distribution (the bundle's predictions, logged
   predictions, or agents' feedback labels) against ``manifest["training"]["label_counts"]``;
 * confidence PSI per head: the recent histogram of top-label confidence against a
-  reference histogram — ``manifest["reference"]["confidence_hist"]`` when the bundle has
-  one (see ``summarize_reference``), else one scored from ``--reference`` data;
+  reference histogram — one scored from ``--reference`` data when given, else
+  ``manifest["reference"]["confidence_hist"]`` (see ``summarize_reference``);
 * new frequent terms: jieba words and character bigrams frequent in the recent texts but
   rare in the reference texts, or in the bundle's vocabulary (document frequencies are
   recovered from its IDF weights).
@@ -260,12 +260,11 @@ def detect_drift(model_path, data, *, reference=None, psi_threshold: float = PSI
         ref_rows = read_rows(reference, fmt, columns)
         ref_texts = [t for t in (get_row_text(r, text_column) for r in ref_rows) if t]
         ref_labels = collect_labels(model, [{"text": t} for t in ref_texts], "text", rescore=True)
-        if not ref_conf:
-            ref_conf = {h: {"edges": list(CONF_EDGES), "counts": count_confidence_bins(v["confidence"])}
-                        for h, v in ref_labels.items() if v["confidence"]}
-            conf_source = "reference_file"
-        if not ref_pred:
-            ref_pred = {h: dict(Counter(v["labels"])) for h, v in ref_labels.items()}
+        # explicit reference data takes precedence over what the bundle stored
+        ref_conf = {h: {"edges": list(CONF_EDGES), "counts": count_confidence_bins(v["confidence"])}
+                    for h, v in ref_labels.items() if v["confidence"]}
+        conf_source = "reference_file"
+        ref_pred = {h: dict(Counter(v["labels"])) for h, v in ref_labels.items()}
     if not ref_conf:
         notes.append("no confidence reference: the bundle has no manifest['reference']['confidence_hist'] "
                      "and no --reference data was given, so confidence shift is not checked")

@@ -180,9 +180,8 @@ def evaluate_bundle(model_path, data, *, text_column: str = "text", heads: dict 
             report["same_day"] = {"recall": round(tp / max(1, int((y == sd).sum())), 4),
                                   "precision": round(tp / max(1, int((pred == sd).sum())), 4),
                                   "support": int((y == sd).sum())}
-    if dataset.extras and any("escalation" in e for e in dataset.extras):
-        report["escalation"] = flag_report([e.get("escalation") or [] for e in dataset.extras],
-                                           [list(r.escalation) for r in results])
+    if dataset.flags is not None:
+        report["escalation"] = flag_report(dataset.flags, [list(r.escalation) for r in results])
     report["needs_review_rate"] = round(float(np.mean([r.needs_review for r in results])), 4)
     return report
 

@@ -24,25 +24,21 @@ OPSET = 17
 
 
 def linear_head_to_onnx(coef: np.ndarray, intercept: np.ndarray, temperature: float, name: str) -> onnx.ModelProto:
-    """Build the ONNX graph of one head from a (n_classes, n_features) coefficient matrix."""
+    """Build the ONNX graph of one head from a (n_classes, n_features) coefficient matrix.
+
+    The temperature is folded into the weights (softmax((Wx + b) / T) = softmax(W'x + b')),
+    so a head is four nodes: Gather, Einsum, Add, Softmax.
+    """
     n_classes, n_features = coef.shape
     table = np.zeros((n_features + 1, n_classes), dtype=np.float32)
-    table[:n_features] = coef.T
-    inits = [
-        numpy_helper.from_array(table, "W"),
-        numpy_helper.from_array(intercept.astype(np.float32), "b"),
-        numpy_helper.from_array(np.array([1.0 / temperature], dtype=np.float32), "inv_t"),
-        numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-    ]
+    table[:n_features] = coef.T / temperature
+    inits = [numpy_helper.from_array(table, "W"),
+             numpy_helper.from_array((intercept / temperature).astype(np.float32), "b")]
     nodes = [
         helper.make_node("Gather", ["W", "indices"], ["rows"], axis=0),
-        helper.make_node("Unsqueeze", ["weights", "axis2"], ["w3"]),
-        helper.make_node("Mul", ["rows", "w3"], ["weighted"]),
-        helper.make_node("ReduceSum", ["weighted", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("Einsum", ["weights", "rows"], ["summed"], equation="nl,nlc->nc"),
         helper.make_node("Add", ["summed", "b"], ["logits"]),
-        helper.make_node("Mul", ["logits", "inv_t"], ["scaled"]),
-        helper.make_node("Softmax", ["scaled"], ["probabilities"], axis=-1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
     graph = helper.make_graph(
         nodes, f"triage_{name}",
@@ -93,7 +89,7 @@ def write_bundle(out_dir: Path, *, featurizer, heads: dict, rules_path: Path | N
                    ensure_ascii=False, separators=(",", ":")), "utf-8")
     manifest_heads = {}
     for name, spec in heads.items():
-        rel = f"heads/{name}.onnx"
+        rel = f"heads/{name.replace(':', '_')}.onnx"
         graph = linear_head_to_onnx(spec["coef"], spec["intercept"], spec["temperature"], name)
         onnx.save(graph, str(tmp / rel))
         manifest_heads[name] = {
@@ -103,7 +99,10 @@ def write_bundle(out_dir: Path, *, featurizer, heads: dict, rules_path: Path | N
         }
     features = {"config": featurizer.config.to_dict(), "vocabulary": "features/vocabulary.json",
                 "n_features": featurizer.n_features}
+    flag_heads = {k: manifest_heads.pop(k) for k in list(manifest_heads) if k.startswith("flag:")}
     manifest = {"schema_version": SCHEMA_VERSION, **extra, "heads": manifest_heads, "features": features}
+    if flag_heads:
+        manifest["flag_heads"] = {k[len("flag:"):]: v for k, v in flag_heads.items()}
     if userdict_path is not None:
         shutil.copy(userdict_path, tmp / "lexicons" / "userdict.txt")
         features["userdict"] = "lexicons/userdict.txt"

@@ -53,6 +53,8 @@ class TrainConfig:
     max_chars: int = 5000
     name: str = "triage"
     baselines: tuple[str, ...] = ()
+    flag_heads: bool = True
+    min_flag_examples: int = 10
     progress: bool = False
 
     def to_dict(self) -> dict:
@@ -124,10 +126,43 @@ def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str],
     return oof, baseline_preds, fold_of
 
 
+FLAG_PREFIX = "flag:"
+
+
+def add_flag_heads(dataset: Dataset, min_examples: int) -> list[str]:
+    """Add a yes/no head ``flag:<name>`` for every escalation flag with enough examples."""
+    if not dataset.flags:
+        return []
+    counts: dict[str, int] = {}
+    for flags in dataset.flags:
+        for flag in set(flags):
+            counts[flag] = counts.get(flag, 0) + 1
+    names = sorted(f for f, c in counts.items() if c >= min_examples and len(dataset) - c >= min_examples)
+    for flag in names:
+        dataset.labels[FLAG_PREFIX + flag] = ["yes" if flag in flags else "no" for flags in dataset.flags]
+    return names
+
+
+def flag_decision_threshold(gold: np.ndarray, p_yes: np.ndarray, rule_fired: np.ndarray,
+                            target_precision: float) -> float:
+    """Lowest P(yes) at which flags the model adds beyond the rules are still precise enough.
+
+    Out-of-fold predictions only; returns 1.01 (the model never adds a flag) when no
+    threshold reaches the target.
+    """
+    extra = ~rule_fired
+    order = np.argsort(-p_yes[extra])
+    hits = gold[extra][order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    ok = np.nonzero((precision >= target_precision) & (np.arange(1, len(hits) + 1) >= 3))[0]
+    return float(max(0.5, p_yes[extra][order][ok[-1]])) if len(ok) else 1.01
+
+
 def train(config: TrainConfig, out_dir: str | Path) -> dict:
     """Cross-validate, calibrate, refit on all data and write the bundle; return the manifest."""
     dataset = read_dataset([Path(p) for p in config.data], text_column=config.text_column,
                            heads=config.heads, fmt=config.format, columns=config.columns)
+    flag_names = add_flag_heads(dataset, config.min_flag_examples) if config.flag_heads else []
     normalized = [normalize_text(t) for t in dataset.texts]
     userdict_path = Path(config.userdict) if config.userdict else RESOURCES / "userdict.txt"
     rules_path = Path(config.rules) if config.rules else RESOURCES / "rules.json"
@@ -148,6 +183,13 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
         thresholds = choose_thresholds(y[m], probs, labels[head], config.target_precision)
         report = head_report(y[m], probs, labels[head], thresholds)
         decision = {}
+        if head.startswith(FLAG_PREFIX):
+            flag = head[len(FLAG_PREFIX):]
+            fired = np.array([any(h.flag == flag for h in rules.match(t))
+                              for t, keep in zip(normalized, m) if keep])
+            decision["flag_threshold"] = flag_decision_threshold(
+                y[m] == labels[head].index("yes"), probs[:, labels[head].index("yes")], fired,
+                config.target_precision)
         if head == "urgency" and set(labels[head]) == {"same_day", "within_24h", "normal"}:
             floor = np.array([any(h.level == "same_day" for h in rules.match(t))
                               for t, keep in zip(normalized, m) if keep])
@@ -184,7 +226,9 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
                      "n_rows": len(dataset), "label_counts": dataset.label_counts(),
                      "config": config.to_dict()},
         "metrics": {"cv": {"folds": config.folds, "grouped_duplicates": True, "heads": cv_report}},
-        "reference": summarize_reference(oof_probs, labels),
+        "reference": summarize_reference({h: p for h, p in oof_probs.items() if not h.startswith(FLAG_PREFIX)},
+                                         labels),
+        "flags": flag_names,
     }
     return write_bundle(Path(out_dir), featurizer=featurizer, heads=heads_out, rules_path=rules_path,
                         userdict_path=userdict_path if tokenizer else None, extra=extra)

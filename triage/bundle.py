@@ -59,12 +59,17 @@ def read_manifest(path: str | Path) -> dict:
             f"(this triage reads version {SCHEMA_VERSION})")
     if not isinstance(manifest["heads"], dict) or not manifest["heads"]:
         raise BundleError(f"{manifest_path} lists no heads")
-    for head, spec in manifest["heads"].items():
+    if not isinstance(manifest.get("flag_heads", {}), dict):
+        raise BundleError(f"{manifest_path}: flag_heads must be an object")
+    for head, spec in {**manifest["heads"], **manifest.get("flag_heads", {})}.items():
         labels = spec.get("labels") if isinstance(spec, dict) else None
         if not isinstance(labels, list) or len(labels) < 2 or len(set(labels)) != len(labels):
             raise BundleError(f"head {head!r} needs a list of at least two distinct labels")
         if "onnx" not in spec:
             raise BundleError(f"head {head!r} names no ONNX file")
+    for flag, spec in manifest.get("flag_heads", {}).items():
+        if set(spec["labels"]) != {"no", "yes"}:
+            raise BundleError(f"flag head {flag!r} must have the labels 'no' and 'yes'")
     return manifest
 
 
@@ -80,7 +85,7 @@ def verify_files(root: Path, manifest: dict) -> None:
         actual = sha256_file(path)
         if actual != expected:
             raise BundleError(f"bundle file {rel} is corrupt or truncated (sha256 {actual[:12]}… ≠ {expected[:12]}…)")
-    referenced = [spec["onnx"] for spec in manifest["heads"].values()]
+    referenced = [spec["onnx"] for spec in (*manifest["heads"].values(), *manifest.get("flag_heads", {}).values())]
     referenced.append(manifest["features"].get("vocabulary", ""))
     for rel in referenced:
         if rel not in files:

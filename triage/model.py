@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -13,13 +14,16 @@ import numpy as np
 from triage.bundle import read_json_file, read_manifest, verify_files
 from triage.calendar import BusinessCalendar
 from triage.errors import BundleError, InvalidTicketError
-from triage.features import FeatureConfig, Featurizer
+from triage.features import WORD_PREFIX, FeatureConfig, Featurizer
 from triage.normalize import DEFAULT_MAX_CHARS, normalize_text, validate_text
 from triage.rules import URGENCY_ORDER, RuleSet, load_rules, max_urgency
 from triage.tokenize import WordTokenizer, read_userdict
 
+_DIGIT = re.compile(r"\d")
 TOP_K = 3
 REVIEW_FLAGS = ("self_harm_threat", "injury")
+FLAG_PREFIX = "flag:"
+EVIDENCE_FEATURES = 3
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ def parse_received_at(value, tz: str) -> dt.datetime:
                                      code="bad_received_at", field="received_at") from None
     if not isinstance(value, dt.datetime):
         raise InvalidTicketError("received_at must be an ISO 8601 string", code="bad_received_at",
+                                 field="received_at")
+    if not 1970 <= value.year <= 2999:
+        raise InvalidTicketError(f"received_at year {value.year} is outside 1970-2999", code="bad_received_at",
                                  field="received_at")
     return value if value.tzinfo else value.replace(tzinfo=zone)
 
@@ -126,53 +133,47 @@ class _Head:
 
 
 def compose_heads(paths: dict[str, Path]):
-    """One ONNX model that runs every head's graph on the shared sparse input.
+    """One ONNX model that runs every linear head on the shared sparse input.
 
-    Each head stays its own file in the bundle; composing them at load time means one
-    onnxruntime call per batch instead of one per head. Outputs are named after heads.
+    Each head stays its own file in the bundle (``W`` table and bias ``b``); at load time
+    their tables are concatenated so a batch costs one Gather, one Einsum, one Add and a
+    Softmax per head, in a single onnxruntime call. Outputs are named after the heads.
     """
     import onnx
-    from onnx import helper
+    from onnx import TensorProto, helper, numpy_helper
 
-    nodes, inits, outputs, opsets = [], [], [], {}
-    inputs = None
+    tables, biases, widths = [], [], []
     for head, path in paths.items():
         try:
-            model = onnx.load(str(path))
+            graph = onnx.load(str(path)).graph
         except Exception as exc:  # onnx raises DecodeError and friends
             raise BundleError(f"cannot read ONNX head {path.name}: {exc}") from exc
-        graph = model.graph
-        shared = {i.name for i in graph.input}
-        if shared != {"indices", "weights"} or len(graph.output) != 1:
-            raise BundleError(f"ONNX head {path.name} must take 'indices' and 'weights' and give one output")
-        inputs = inputs or list(graph.input)
-
-        def rename(name, head=head, shared=shared, out=graph.output[0].name):
-            if not name or name in shared:
-                return name
-            return head if name == out else f"{head}/{name}"
-
-        for init in graph.initializer:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(init)
-            copy.name = rename(init.name)
-            inits.append(copy)
-        for node in graph.node:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            copy.name = rename(node.name or f"{node.op_type}_{len(nodes)}")
-            copy.input[:] = [rename(x) for x in node.input]
-            copy.output[:] = [rename(x) for x in node.output]
-            nodes.append(copy)
-        out = onnx.ValueInfoProto()
-        out.CopyFrom(graph.output[0])
-        out.name = head
-        outputs.append(out)
-        for opset in model.opset_import:
-            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
-    graph = helper.make_graph(nodes, "triage_heads", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-                              producer_name="triage")
+        inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        if {i.name for i in graph.input} != {"indices", "weights"} or "W" not in inits or "b" not in inits:
+            raise BundleError(f"ONNX head {path.name} is not a triage linear head")
+        if tables and inits["W"].shape[0] != tables[0].shape[0]:
+            raise BundleError(f"ONNX head {path.name} has {inits['W'].shape[0] - 1} features, "
+                              f"the others {tables[0].shape[0] - 1}")
+        tables.append(inits["W"])
+        biases.append(inits["b"])
+        widths.append(inits["W"].shape[1])
+    names = list(paths)
+    nodes = [
+        helper.make_node("Gather", ["W", "indices"], ["rows"], axis=0),
+        helper.make_node("Einsum", ["weights", "rows"], ["summed"], equation="nl,nlc->nc"),
+        helper.make_node("Add", ["summed", "b"], ["logits"]),
+        helper.make_node("Split", ["logits", "split"], [f"{h}/logits" for h in names], axis=1),
+    ] + [helper.make_node("Softmax", [f"{h}/logits"], [h], axis=-1) for h in names]
+    inits = [numpy_helper.from_array(np.concatenate(tables, axis=1).astype(np.float32), "W"),
+             numpy_helper.from_array(np.concatenate(biases).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(widths, dtype=np.int64), "split")]
+    graph = helper.make_graph(
+        nodes, "triage_heads",
+        [helper.make_tensor_value_info("indices", TensorProto.INT64, ["N", "L"]),
+         helper.make_tensor_value_info("weights", TensorProto.FLOAT, ["N", "L"])],
+        [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["N", w]) for h, w in zip(names, widths)],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="triage")
     model.ir_version = 8
     return model
 
@@ -191,10 +192,18 @@ class Model:
         self.calendar = calendar or BusinessCalendar.from_dict(self.manifest.get("calendar"))
         self.featurizer = self._load_featurizer()
         self.rules: RuleSet | None = self._load_rules()
-        self.session = self._session(threads)
+        specs = {**self.manifest["heads"],
+                 **{FLAG_PREFIX + f: spec for f, spec in self.manifest.get("flag_heads", {}).items()}}
+        self.session = self._session(specs, threads)
         n_out = {o.name: o.shape[-1] for o in self.session.get_outputs()}
+        self._outputs = list(specs)
         self.heads = {name: _Head(name, spec, n_out[name]) for name, spec in self.manifest["heads"].items()}
+        self.flag_heads = {f: _Head(FLAG_PREFIX + f, spec, n_out[FLAG_PREFIX + f])
+                           for f, spec in self.manifest.get("flag_heads", {}).items()}
         self._pad_index = self.featurizer.n_features
+        self._flag_levels = ({r.flag: r.level for r in self.rules.rules if r.kind == "flag" and r.level}
+                             if self.rules else {})
+        self._flag_contrib = self._load_flag_contributions() if self.flag_heads else {}
         urgency = self.heads.get("urgency")
         self._urgency_rules = urgency is not None and set(urgency.labels) == set(URGENCY_ORDER)
 
@@ -214,14 +223,30 @@ class Model:
         return Featurizer(config=config, vocabulary={g: i for i, g in enumerate(grams)},
                           idf=np.asarray(idf, dtype=np.float64), tokenizer=tokenizer)
 
+    def _load_flag_contributions(self) -> dict[str, np.ndarray]:
+        """Per flag head, each feature's weight towards 'yes' (for evidence of model flags)."""
+        import onnx
+        from onnx import numpy_helper
+
+        out = {}
+        for flag, head in self.flag_heads.items():
+            spec = self.manifest["flag_heads"][flag]
+            table = next(numpy_helper.to_array(t) for t in onnx.load(str(self.path / spec["onnx"])).graph.initializer
+                         if t.name == "W")
+            out[flag] = table[:, head.labels.index("yes")] - table[:, head.labels.index("no")]
+        self._feature_names = [None] * self.featurizer.n_features
+        for gram, idx in self.featurizer.vocabulary.items():
+            self._feature_names[idx] = gram
+        return out
+
     def _load_rules(self) -> RuleSet | None:
         rel = self.manifest.get("rules")
         return load_rules(self.path / rel) if rel else None
 
-    def _session(self, threads: int):
+    def _session(self, specs: dict, threads: int):
         import onnxruntime as ort
 
-        model = compose_heads({name: self.path / spec["onnx"] for name, spec in self.manifest["heads"].items()})
+        model = compose_heads({name: self.path / spec["onnx"] for name, spec in specs.items()})
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -234,6 +259,7 @@ class Model:
     # -- scoring -----------------------------------------------------------------
     @property
     def labels(self) -> dict[str, list[str]]:
+        """Label list of every prediction head (flag heads excluded)."""
         return {name: head.labels for name, head in self.heads.items()}
 
     def score(self, ticket) -> TriageResult:
@@ -259,30 +285,35 @@ class Model:
                     raise
                 prepared.append(exc)
         good = [p for p in prepared if not isinstance(p, InvalidTicketError)]
-        probs = self.predict_proba([p[2] for p in good]) if good else {}
+        rows = [self.featurizer.transform_one(p[2]) for p in good]
+        probs = self._run(rows) if good else {}
         results, k = [], 0
         for p in prepared:
             if isinstance(p, InvalidTicketError):
                 results.append(p)
                 continue
             ticket, text, normalized = p
-            results.append(self._build_result(ticket, text, normalized, {h: pr[k] for h, pr in probs.items()}))
+            results.append(self._build_result(ticket, text, normalized,
+                                              {h: pr[k] for h, pr in probs.items()}, rows[k]))
             k += 1
         return results
 
     def predict_proba(self, normalized_texts: list[str]) -> dict[str, np.ndarray]:
-        """Calibrated class probabilities per head for normalised texts."""
-        rows = [self.featurizer.transform_one(t) for t in normalized_texts]
+        """Calibrated class probabilities per head (flag heads excluded) for normalised texts."""
+        probs = self._run([self.featurizer.transform_one(t) for t in normalized_texts])
+        return {name: probs[name] for name in self.heads}
+
+    def _run(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         width = max(1, max(len(r[0]) for r in rows))
         indices = np.full((len(rows), width), self._pad_index, dtype=np.int64)
         weights = np.zeros((len(rows), width), dtype=np.float32)
         for i, (idx, w) in enumerate(rows):
             indices[i, :len(idx)] = idx
             weights[i, :len(w)] = w
-        outputs = self.session.run(list(self.heads), {"indices": indices, "weights": weights})
-        return dict(zip(self.heads, outputs))
+        outputs = self.session.run(self._outputs, {"indices": indices, "weights": weights})
+        return dict(zip(self._outputs, outputs))
 
-    def _build_result(self, ticket: Ticket, text: str, normalized: str, probs: dict) -> TriageResult:
+    def _build_result(self, ticket: Ticket, text: str, normalized: str, probs: dict, row) -> TriageResult:
         heads: dict[str, HeadPrediction] = {}
         review_reasons: list[str] = []
         for name, head in self.heads.items():
@@ -299,10 +330,12 @@ class Model:
         for hit in hits:
             if hit.kind == "flag":
                 escalation.setdefault(hit.flag, []).append(
-                    {"rule_id": hit.rule_id, **hit.evidence.to_dict()})
+                    {"source": "rule", "rule_id": hit.rule_id, **hit.evidence.to_dict()})
+        model_flags = self._model_flags(probs, row, normalized, text, escalation)
+        escalation.update(model_flags)
         urgency_reasons: list[dict] = []
         if "urgency" in heads:
-            urgency_reasons = self._decide_urgency(heads["urgency"], probs["urgency"], hits)
+            urgency_reasons = self._decide_urgency(heads["urgency"], probs["urgency"], hits, model_flags)
         for name, pred in heads.items():
             if pred.needs_review:
                 review_reasons.append(f"{name}_below_threshold")
@@ -317,7 +350,43 @@ class Model:
                             review_reasons=review_reasons, received_at=ticket.received_at,
                             due_at=due_at, model_version=self.model_version)
 
-    def _decide_urgency(self, pred: HeadPrediction, p: np.ndarray, hits) -> list[dict]:
+    def _model_flags(self, probs: dict, row, normalized: str, text: str, found: dict) -> dict[str, list[dict]]:
+        """Flags the flag heads add beyond the rules, with the features that pushed them as evidence."""
+        out: dict[str, list[dict]] = {}
+        for flag, head in self.flag_heads.items():
+            if flag in found:
+                continue
+            p_yes = float(probs[FLAG_PREFIX + flag][head.labels.index("yes")])
+            if p_yes < head.decision.get("flag_threshold", 1.01):
+                continue
+            out[flag] = [{"source": "model", "probability": round(p_yes, 6), **span}
+                         for span in self._evidence_spans(self._flag_contrib[flag], row, normalized, text)]
+            if not out[flag]:
+                out[flag] = [{"source": "model", "probability": round(p_yes, 6)}]
+        return out
+
+    def _evidence_spans(self, contrib: np.ndarray, row, normalized: str, text: str) -> list[dict]:
+        """Where the strongest positive features of a head occur in the original text."""
+        indices, weights = row
+        if not len(indices):
+            return []
+        scores = weights * contrib[indices]
+        folded = _DIGIT.sub("0", normalized.lower())
+        if len(folded) != len(text):
+            return []
+        spans: list[dict] = []
+        for j in np.argsort(-scores)[:EVIDENCE_FEATURES * 2]:
+            if scores[j] <= 0 or len(spans) >= EVIDENCE_FEATURES:
+                break
+            gram = self._feature_names[indices[j]].lstrip(WORD_PREFIX)
+            start = folded.find(gram)
+            if start < 0 or len(gram.strip()) < 2 or any(s["start"] < start + len(gram) and start < s["end"]
+                                                          for s in spans):
+                continue
+            spans.append({"text": text[start:start + len(gram)], "start": start, "end": start + len(gram)})
+        return sorted(spans, key=lambda s: s["start"])
+
+    def _decide_urgency(self, pred: HeadPrediction, p: np.ndarray, hits, model_flags: dict) -> list[dict]:
         """Apply the bundle's same_day decision threshold, then the rule floor (raise only)."""
         head = self.heads["urgency"]
         reasons = [{"source": "model", "label": pred.label, "probability": round(pred.confidence, 6)}]
@@ -332,11 +401,15 @@ class Model:
                 reasons.append({"source": "decision", "label": "same_day", "probability": round(p_sd, 6),
                                 "threshold": sd_threshold})
         floor_hits = [h for h in hits if h.level]
-        floor = max_urgency(*(h.level for h in floor_hits))
+        flag_levels = {f: self._flag_levels[f] for f in model_flags if f in self._flag_levels}
+        floor = max_urgency(*(h.level for h in floor_hits), *flag_levels.values())
         final = max_urgency(pred.label, floor)
         for hit in floor_hits:
             if URGENCY_ORDER.index(hit.level) > URGENCY_ORDER.index(pred.label) or hit.level == final:
                 reasons.append({"source": "rule", **hit.to_dict()})
+        for flag, level in flag_levels.items():
+            if URGENCY_ORDER.index(level) > URGENCY_ORDER.index(pred.label) or level == final:
+                reasons.append({"source": "flag_model", "flag": flag, "level": level})
         if final != pred.label:
             pred.label = final
             pred.confidence = float(p[head.labels.index(final)])

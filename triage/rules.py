@@ -148,13 +148,13 @@ class RuleSet:
 
     def _not_current(self, text: str, clauses, k: int, start: int, end: int, praise: bool) -> bool:
         """An urgency hit that describes no danger now: praise, resolved, or a finished past event."""
-        if praise or (self._resolved and self._resolved.search(text, end)):
+        if praise:
             return True
         c_start, c_end = clauses[k]
-        if self._past and self._past.search(text, c_start, start):
-            around = text[c_start:c_end] + " " + _clause_text(text, clauses, k + 1)
-            return not (self._ongoing and self._ongoing.search(around))
-        return False
+        ongoing = bool(self._ongoing and self._ongoing.search(text, c_start, c_end))
+        if self._resolved and self._resolved.search(text) and not ongoing:
+            return True
+        return bool(self._past and self._past.search(text, c_start, start)) and not ongoing
 
     def match(self, text: str, original: str | None = None) -> list[RuleHit]:
         """Hits in ``text`` (normalised); evidence strings are cut from ``original``."""
@@ -182,7 +182,8 @@ class RuleSet:
                     continue
                 if rule.kind == "urgency" and self._not_current(text, clauses, k, start, end, praise):
                     continue
-                hits.append(RuleHit(rule.id, rule.kind, rule.flag, rule.level,
+                level = None if (praise and rule.kind == "flag") else rule.level
+                hits.append(RuleHit(rule.id, rule.kind, rule.flag, level,
                                     Evidence(original[start:end], start, end)))
         return hits
 
