@@ -65,7 +65,9 @@ class TrainConfig:
 
 
 def _fit_head(X, y: np.ndarray, n_classes: int, C: float, seed: int) -> LogisticRegression:
-    clf = LogisticRegression(C=C, max_iter=5000, random_state=seed)
+    """Multinomial L-BFGS for label heads; liblinear (much faster on sparse data) for yes/no heads."""
+    solver = "liblinear" if n_classes == 2 else "lbfgs"
+    clf = LogisticRegression(C=C, max_iter=5000, tol=1e-3, random_state=seed, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)

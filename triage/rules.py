@@ -61,6 +61,7 @@ class _Rule:
     hypothetical_blocks: bool
     triggers: tuple[str, ...] | None
     trigger_chars: frozenset[str] | None
+    max_width: int | None
 
 
 class RuleSet:
@@ -107,6 +108,7 @@ class RuleSet:
             hypothetical_blocks=bool(raw.get("hypothetical_blocks", False)),
             triggers=(triggers := _rule_triggers(raw["patterns"])),
             trigger_chars=frozenset(_rarest_char(t) for t in triggers) if triggers else None,
+            max_width=_max_width(raw["patterns"]),
         )
 
     @property
@@ -130,18 +132,41 @@ class RuleSet:
                 return True
         return False
 
-    def _candidates(self, text: str) -> list[_Rule]:
-        """Rules whose trigger literals occur in ``text`` (plus rules without triggers), in file order."""
+    def _candidates(self, text: str) -> list[tuple[_Rule, list[tuple[int, int]]]]:
+        """Rules whose trigger literals occur in ``text``, each with the windows to search.
+
+        Every match of a rule contains one of its triggers, so searching the rule's
+        maximum match width around each trigger occurrence finds all its matches.
+        """
         lowered = text.lower()
+        n = len(text)
+        found: dict[int, list[tuple[int, int]] | None] = {k: None for k in self._always}
         if self._automaton is not None:
-            found = set(self._always)
-            for _, rule_ids in self._automaton.iter(lowered):
-                found.update(rule_ids)
+            for end, (length, rule_ids) in self._automaton.iter(lowered):
+                for k in rule_ids:
+                    if k in found and found[k] is None:
+                        continue
+                    found.setdefault(k, []).append((end + 1 - length, end + 1))
         else:
             chars = set(lowered)
-            found = {k for k, r in enumerate(self.rules)
-                     if r.trigger_chars is None or not r.trigger_chars.isdisjoint(chars)}
-        return [self.rules[k] for k in sorted(found)]
+            found.update({k: None for k, r in enumerate(self.rules)
+                          if r.trigger_chars is not None and not r.trigger_chars.isdisjoint(chars)})
+        out = []
+        for k in sorted(found):
+            rule, spans = self.rules[k], found[k]
+            if spans is None or rule.max_width is None:
+                out.append((rule, [(0, n)]))
+                continue
+            margin = rule.max_width + 2
+            windows: list[tuple[int, int]] = []
+            for s_, e_ in sorted(spans):
+                lo, hi = max(0, e_ - margin), min(n, s_ + margin)
+                if windows and lo <= windows[-1][1]:
+                    windows[-1] = (windows[-1][0], max(windows[-1][1], hi))
+                else:
+                    windows.append((lo, hi))
+            out.append((rule, windows))
+        return out
 
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
         return bool(self._hypothetical and self._hypothetical.search(text, clause_start, start))
@@ -162,9 +187,9 @@ class RuleSet:
         clauses = None
         praise = None
         hits: list[RuleHit] = []
-        for rule in self._candidates(text):
+        for rule, windows in self._candidates(text):
             excluded = None
-            for m in rule.pattern.finditer(text):
+            for m in (m for lo, hi in windows for m in rule.pattern.finditer(text, lo, hi)):
                 start, end = m.span()
                 if start == end:
                     continue
@@ -200,9 +225,20 @@ def _build_automaton(rules: list[_Rule]):
             table.setdefault(trigger, set()).add(k)
     automaton = ahocorasick.Automaton()
     for trigger, rule_ids in table.items():
-        automaton.add_word(trigger, tuple(sorted(rule_ids)))
+        automaton.add_word(trigger, (len(trigger), tuple(sorted(rule_ids))))
     automaton.make_automaton()
     return automaton
+
+
+def _max_width(patterns: list[str]) -> int | None:
+    """The longest match any of the patterns can make, or None when unbounded."""
+    widest = 0
+    for pattern in patterns:
+        hi = _sre_parser.parse(pattern, re.IGNORECASE).getwidth()[1]
+        if hi >= 1000:
+            return None
+        widest = max(widest, hi)
+    return widest
 
 
 def _rule_triggers(patterns: list[str]) -> tuple[str, ...] | None:
