@@ -13,6 +13,7 @@ import sys
 from importlib import metadata
 
 from triage.errors import TriageError
+from triage.relabel import register_relabel
 
 DEFAULT_MODEL = "models/default"
 
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
             stub.set_defaults(func=lambda _args, m=missing: _missing(m))
             continue
         register(sub)
+    register_relabel(sub)
     return parser
 
 
