@@ -10,7 +10,9 @@ MODEL := models/default
 # A fixed build time keeps `make model` byte-for-byte reproducible.
 export SOURCE_DATE_EPOCH ?= 1764000000
 
-.PHONY: setup run test test-fast model corpus corpus-check eval bench clean
+BACKBONE := .backbone/multilingual-e5-small
+
+.PHONY: setup run test test-fast model corpus corpus-check eval bench bench-cocc backbone bench-transformer clean
 
 setup: $(STAMP)
 
@@ -18,6 +20,8 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[train,serve,postgres,report,dask,test]'
+	@# torch==2.13.0 comes from a CPU wheel on this machine kind; without it the torch tests skip
+	$(PY) -m pip install --quiet -e '.[transformer]' || echo "warning: transformer extra not installed; torch tests will skip" >&2
 	touch $@
 
 corpus: setup
@@ -25,6 +29,7 @@ corpus: setup
 
 corpus-check: setup
 	$(PY) -m training.corpus stats
+	$(PY) -m training.agreement
 
 model: $(MODEL)/manifest.json
 
@@ -46,6 +51,17 @@ test-fast: setup
 
 bench: model
 	$(PY) bench/bench_core.py --model $(MODEL) --out bench/results/core.json
+
+bench-cocc: setup
+	$(PY) bench/bench_cocc.py --out bench/results/cocc.json
+
+backbone: $(BACKBONE)/backbone.json
+
+$(BACKBONE)/backbone.json: $(STAMP)
+	nice -n 10 $(PY) -m training.transformer.backbone build --out $(BACKBONE) --verify 200 --strict
+
+bench-transformer: backbone
+	nice -n 10 $(PY) bench/bench_transformer.py --out bench/results/transformer.json
 
 clean:
 	rm -rf build $(MODEL) .pytest_cache

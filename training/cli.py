@@ -52,10 +52,19 @@ def register_train(sub) -> None:
                    help="also train this baseline on the same folds and report it")
     p.add_argument("--report", help="write the cross-validation report here (.json and .md)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tier", choices=("linear", "transformer"), default="linear",
+                   help="linear (default) or a fine-tuned transformer (needs the transformer extra)")
+    from training.transformer.cli import add_transformer_args
+
+    add_transformer_args(p)
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
+    if args.tier == "transformer":
+        from training.transformer.cli import cmd_train_transformer
+
+        return cmd_train_transformer(args)
     from training.evaluate import report_markdown
     from training.train import TrainConfig, train
 

@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     target_precision: float = 0.90
     same_day_recall: float = 0.98
+    min_same_day_threshold: float = 0.05
     rules: str | None = None
     userdict: str | None = None
     calendar: dict | None = None
@@ -65,9 +66,9 @@ class TrainConfig:
 
 
 def _fit_head(X, y: np.ndarray, n_classes: int, C: float, seed: int) -> LogisticRegression:
-    """Multinomial L-BFGS for label heads; liblinear (much faster on sparse data) for yes/no heads."""
+    """Multinomial L-BFGS for label heads; liblinear (faster on sparse data) for yes/no heads."""
     solver = "liblinear" if n_classes == 2 else "lbfgs"
-    clf = LogisticRegression(C=C, max_iter=5000, tol=1e-3, random_state=seed, solver=solver)
+    clf = LogisticRegression(C=C, max_iter=5000, random_state=seed, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, y)
@@ -195,8 +196,8 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
         if head == "urgency" and set(labels[head]) == {"same_day", "within_24h", "normal"}:
             floor = np.array([any(h.level == "same_day" for h in rules.match(t))
                               for t, keep in zip(normalized, m) if keep])
-            decision["same_day_threshold"] = urgency_decision_threshold(
-                y[m], probs, labels[head], floor, config.same_day_recall)
+            decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
+                y[m], probs, labels[head], floor, config.same_day_recall))
         for name, preds in baseline_preds.items():
             report.setdefault("baselines", {})[name] = {
                 k: v for k, v in head_report(y[m], np.eye(len(labels[head]))[preds[head][m]],

@@ -190,17 +190,28 @@ class Model:
         self.model_version: str = self.manifest["model_version"]
         self.max_chars = max_chars or self.manifest.get("limits", {}).get("max_chars", DEFAULT_MAX_CHARS)
         self.calendar = calendar or BusinessCalendar.from_dict(self.manifest.get("calendar"))
-        self.featurizer = self._load_featurizer()
+        self.tier = self.manifest.get("tier", "linear")
         self.rules: RuleSet | None = self._load_rules()
-        specs = {**self.manifest["heads"],
-                 **{FLAG_PREFIX + f: spec for f, spec in self.manifest.get("flag_heads", {}).items()}}
-        self.session = self._session(specs, threads)
-        n_out = {o.name: o.shape[-1] for o in self.session.get_outputs()}
-        self._outputs = list(specs)
-        self.heads = {name: _Head(name, spec, n_out[name]) for name, spec in self.manifest["heads"].items()}
-        self.flag_heads = {f: _Head(FLAG_PREFIX + f, spec, n_out[FLAG_PREFIX + f])
-                           for f, spec in self.manifest.get("flag_heads", {}).items()}
-        self._pad_index = self.featurizer.n_features
+        if self.tier == "transformer":
+            from triage.transformer import TransformerScorer
+
+            self.featurizer = None
+            self.scorer = TransformerScorer(self.path, self.manifest, threads=threads)
+            self.heads = {name: _Head(name, spec, len(spec["labels"])) for name, spec in self.manifest["heads"].items()}
+            self.flag_heads = {}
+        elif self.tier == "linear":
+            self.featurizer = self._load_featurizer()
+            specs = {**self.manifest["heads"],
+                     **{FLAG_PREFIX + f: spec for f, spec in self.manifest.get("flag_heads", {}).items()}}
+            self.session = self._session(specs, threads)
+            n_out = {o.name: o.shape[-1] for o in self.session.get_outputs()}
+            self._outputs = list(specs)
+            self.heads = {name: _Head(name, spec, n_out[name]) for name, spec in self.manifest["heads"].items()}
+            self.flag_heads = {f: _Head(FLAG_PREFIX + f, spec, n_out[FLAG_PREFIX + f])
+                               for f, spec in self.manifest.get("flag_heads", {}).items()}
+            self._pad_index = self.featurizer.n_features
+        else:
+            raise BundleError(f"unknown model tier {self.tier!r} (this triage serves 'linear' and 'transformer')")
         self._flag_levels = ({r.flag: r.level for r in self.rules.rules if r.kind == "flag" and r.level}
                              if self.rules else {})
         self._flag_contrib = self._load_flag_contributions() if self.flag_heads else {}
@@ -285,8 +296,7 @@ class Model:
                     raise
                 prepared.append(exc)
         good = [p for p in prepared if not isinstance(p, InvalidTicketError)]
-        rows = [self.featurizer.transform_one(p[2]) for p in good]
-        probs = self._run(rows) if good else {}
+        probs, rows = self._predict([p[2] for p in good]) if good else ({}, [])
         results, k = [], 0
         for p in prepared:
             if isinstance(p, InvalidTicketError):
@@ -300,8 +310,15 @@ class Model:
 
     def predict_proba(self, normalized_texts: list[str]) -> dict[str, np.ndarray]:
         """Calibrated class probabilities per head (flag heads excluded) for normalised texts."""
-        probs = self._run([self.featurizer.transform_one(t) for t in normalized_texts])
+        probs, _ = self._predict(list(normalized_texts))
         return {name: probs[name] for name in self.heads}
+
+    def _predict(self, normalized_texts: list[str]) -> tuple[dict[str, np.ndarray], list]:
+        """Probabilities of every head and flag head, and the sparse rows (linear tier only)."""
+        if self.tier == "transformer":
+            return self.scorer.predict_proba(normalized_texts), [None] * len(normalized_texts)
+        rows = [self.featurizer.transform_one(t) for t in normalized_texts]
+        return self._run(rows), rows
 
     def _run(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         width = max(1, max(len(r[0]) for r in rows))

@@ -1,0 +1,238 @@
+"""Benchmark the transformer tier against the linear tier; write bench/results/transformer.json.
+
+    python bench/bench_transformer.py [--cocc ../shared/datasets/public/cocc_dev.tsv] [--finetune-4000]
+
+1. cocc_dev.tsv (header-less ``text<TAB>category``): one fixed, grouped (identical
+   texts together), stratified 80/20 split (fold 0 of a seeded 5-fold split; the
+   other folds are not run). The linear tier (``training.train.train``, its own
+   5-fold calibration inside the 80 %) and the transformer tier
+   (``train_transformer``, 10 % of the 80 % as dev split) train on the same 80 %
+   and are scored on the same 20 %. The split files live in a temporary folder.
+2. datasets/corpus/{train,dev,test}.jsonl when present (all heads): same comparison.
+3. Speed of the served int8 ONNX file on this machine: one 150-character ticket at
+   a time (p50/p90 wall time with 2 threads, and single-thread CPU time, which other
+   load on a shared machine disturbs less) and batches of 32 tickets.
+4. Fine-tuning time: measured minutes of the cocc run, scaled to 4,000 tickets;
+   with ``--finetune-4000`` also a real run on 4,000 tickets of datasets/raw (4 heads).
+
+Run heavy work under ``nice``; the machine's load average is recorded with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from training.evaluate import evaluate_bundle, head_report  # noqa: E402
+from triage.bundle import read_manifest  # noqa: E402
+from triage.normalize import normalize_text  # noqa: E402
+from triage.transformer import TransformerScorer  # noqa: E402
+
+
+def grouped_split(texts: list[str], labels: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = np.unique(np.array([normalize_text(t) for t in texts]), return_inverse=True)[1]
+    cv = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    tr, te = next(cv.split(np.zeros(len(texts)), np.array(labels), groups))
+    return tr, te
+
+
+def score_transformer(bundle: Path, texts: list[str], gold: dict[str, list], onnx_file: str | None = None) -> dict:
+    manifest = read_manifest(bundle)
+    scorer = TransformerScorer(bundle, manifest, threads=2, onnx_file=onnx_file)
+    probs = scorer.predict_proba([normalize_text(t) for t in texts])
+    out = {}
+    for head, values in gold.items():
+        labels = scorer.labels[head]
+        extra = sorted({v for v in values if v is not None and v not in labels})
+        index = {lb: i for i, lb in enumerate(labels + extra)}
+        rows = [i for i, v in enumerate(values) if v is not None]
+        y = np.array([index[values[i]] for i in rows])
+        p = np.zeros((len(rows), len(index)))
+        p[:, :len(labels)] = probs[head][rows]
+        rep = head_report(y, p, labels + extra)
+        out[head] = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "n": rep["n"]}
+    return out, probs
+
+
+def score_linear(bundle: Path, test_path: Path, **kw) -> dict:
+    rep = evaluate_bundle(bundle, [test_path], **kw)
+    return {h: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]} for h, r in rep["heads"].items()}
+
+
+def agreement(a: dict, b: dict) -> dict:
+    return {h: round(float((a[h].argmax(1) == b[h].argmax(1)).mean()), 4) for h in a}
+
+
+def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path, *, fmt=None, columns=None,
+            dev_files=None) -> dict:
+    from training.train import TrainConfig, train
+    from training.transformer.train import TransformerConfig, train_transformer
+
+    from training.data import read_dataset
+
+    test = read_dataset([test_file], fmt=fmt, columns=columns)
+    result: dict = {"n_test": len(test)}
+    if not args.skip_linear:
+        t0 = time.monotonic()
+        lin_dir = tmp / f"{name}-linear"
+        train(TrainConfig(data=[str(p) for p in train_files + (dev_files or [])], format=fmt, columns=columns,
+                          name=f"{name}-linear"), lin_dir)
+        result["linear"] = {"minutes": round((time.monotonic() - t0) / 60, 2),
+                            "test": score_linear(lin_dir, test_file, fmt=fmt, columns=columns)}
+        print(f"[{name}] linear: {json.dumps(result['linear'])}", file=sys.stderr)
+    cfg = TransformerConfig(data=[str(p) for p in train_files], dev_data=[str(p) for p in dev_files] if dev_files else None,
+                            format=fmt, columns=columns, layers=args.layers or None, max_length=args.max_length,
+                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, keep_fp32=True,
+                            name=f"{name}-transformer", progress=True, threads=2,
+                            checkpoint_dir=str(tmp / f"{name}.ckpt"))
+    tr_dir = tmp / f"{name}-transformer"
+    t0 = time.monotonic()
+    manifest = train_transformer(cfg, tr_dir)
+    minutes = (time.monotonic() - t0) / 60
+    int8, p8 = score_transformer(tr_dir, test.texts, test.labels)
+    fp32, p32 = score_transformer(tr_dir, test.texts, test.labels, onnx_file="encoder/model.fp32.onnx")
+    result["transformer"] = {
+        "minutes_total": round(minutes, 2), "train_minutes": manifest["training"]["train_minutes"],
+        "train_cpu_minutes": manifest["training"]["train_cpu_minutes"],
+        "n_train": manifest["training"]["n_train"], "n_dev": manifest["training"]["n_dev"],
+        "epochs_run": len(manifest["training"]["history"]), "best_epoch": manifest["training"]["best_epoch"],
+        "history": [{k: v for k, v in h.items() if k != "heads"} for h in manifest["training"]["history"]],
+        "backbone": manifest["features"]["backbone"], "parity_dev": manifest["metrics"]["parity"],
+        "test_int8": int8, "test_fp32": fp32, "int8_vs_fp32_label_agreement_test": agreement(p8, p32),
+        "bundle_mb": round(sum(p.stat().st_size for p in tr_dir.rglob("*") if p.is_file()) / 1e6, 1)}
+    print(f"[{name}] transformer: {json.dumps({k: result['transformer'][k] for k in ('test_int8', 'minutes_total')})}",
+          file=sys.stderr)
+    result["_bundle"] = str(tr_dir)
+    return result
+
+
+def speed(bundle: Path, texts: list[str], n_single: int = 200) -> dict:
+    manifest = read_manifest(bundle)
+    t150 = [(t * (150 // max(1, len(t)) + 1))[:150] for t in texts]
+    norm = [normalize_text(t) for t in t150]
+    out = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    s2 = TransformerScorer(bundle, manifest, threads=2, batch_size=32)
+    s1 = TransformerScorer(bundle, manifest, threads=1, batch_size=32)
+    out["tokens_150_chars_mean"] = round(float(np.mean([len(r) for r in s2.tokenizer.ids(norm)])), 1)
+    for s in (s1, s2):
+        s.predict_proba(norm[:8])  # warm-up
+    wall, cpu = [], []
+    for t in norm[:n_single]:
+        a = time.perf_counter()
+        s2.predict_proba([t])
+        wall.append(time.perf_counter() - a)
+        b = time.thread_time()
+        s1.predict_proba([t])
+        cpu.append(time.thread_time() - b)
+    out["single_150_chars_ms"] = {"p50_wall_2_threads": round(1000 * float(np.median(wall)), 2),
+                                  "p90_wall_2_threads": round(1000 * float(np.percentile(wall, 90)), 2),
+                                  "p50_cpu_1_thread": round(1000 * float(np.median(cpu)), 2)}
+    batch = norm[:512]
+    a = time.perf_counter()
+    s2.predict_proba(batch)
+    out["batch_150_chars_per_s_2_threads"] = round(len(batch) / (time.perf_counter() - a), 1)
+    b = time.thread_time()
+    s1.predict_proba(batch[:256])
+    out["batch_150_chars_per_s_cpu_1_thread"] = round(256 / (time.thread_time() - b), 1)
+    raw = [normalize_text(t) for t in texts[:512]]
+    a = time.perf_counter()
+    s2.predict_proba(raw)
+    out["batch_real_texts_per_s_2_threads"] = round(len(raw) / (time.perf_counter() - a), 1)
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cocc", default=str(REPO.parent / "shared" / "datasets" / "public" / "cocc_dev.tsv"))
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "transformer.json"))
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--skip-linear", action="store_true")
+    p.add_argument("--finetune-4000", action="store_true", help="also time a real run on 4,000 tickets")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    results: dict = {"machine": {"cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+                     "recipe": {"layers": args.layers, "max_length": args.max_length, "epochs": args.epochs,
+                                "batch_size": args.batch_size, "lr": args.lr, "quantisation": "dynamic int8, per-channel"}}
+    with tempfile.TemporaryDirectory(prefix="bench-transformer-") as tmpdir:
+        tmp = Path(tmpdir)
+        cocc = Path(args.cocc)
+        bundle = None
+        if cocc.is_file():
+            lines = [ln.rstrip("\n").split("\t") for ln in cocc.read_text("utf-8").splitlines() if ln.strip()]
+            texts, labels = [ln[0] for ln in lines], [ln[1] for ln in lines]
+            tr, te = grouped_split(texts, labels)
+            for name, idx in (("train", tr), ("test", te)):
+                (tmp / f"cocc_{name}.tsv").write_text("".join(f"{texts[i]}\t{labels[i]}\n" for i in idx), "utf-8")
+            res = compare("cocc", [tmp / "cocc_train.tsv"], tmp / "cocc_test.tsv", args, tmp, fmt="tsv",
+                          columns=["text", "category"])
+            res["split"] = "fixed grouped stratified 80/20 (fold 0 of 5, seed 0); not 5-fold"
+            bundle = Path(res.pop("_bundle"))
+            results["cocc"] = res
+            results["speed"] = speed(bundle, [texts[i] for i in te])
+            tr_min = res["transformer"]["train_minutes"]
+            scale = 4000 / res["transformer"]["n_train"]
+            results["finetune_4000_minutes_extrapolated"] = {
+                "wall_as_measured": round(tr_min * scale, 1),
+                "cpu_minutes_over_2_cores": round(res["transformer"]["train_cpu_minutes"] * scale / 2, 1),
+                "note": "linear in rows at the same epochs; cpu/2 estimates an otherwise idle 2-core machine"}
+        else:
+            results["cocc"] = f"skipped: {cocc} not found"
+        corpus = REPO / "datasets" / "corpus"
+        if all((corpus / f"{s}.jsonl").is_file() for s in ("train", "dev", "test")):
+            res = compare("corpus", [corpus / "train.jsonl"], corpus / "test.jsonl", args, tmp,
+                          dev_files=[corpus / "dev.jsonl"])
+            res.pop("_bundle")
+            results["corpus"] = res
+        else:
+            results["corpus"] = "skipped: datasets/corpus/{train,dev,test}.jsonl not present"
+        if args.finetune_4000:
+            from training.transformer.train import TransformerConfig, train_transformer
+
+            rows = [ln for f in sorted((REPO / "datasets" / "raw").glob("*.jsonl"))
+                    for ln in f.read_text("utf-8").splitlines() if ln.strip()]
+            rng = np.random.default_rng(0)
+            pick = sorted(rng.choice(len(rows), size=min(4000, len(rows)), replace=False))
+            (tmp / "raw4000.jsonl").write_text("".join(rows[i] + "\n" for i in pick), "utf-8")
+            cfg = TransformerConfig(data=[str(tmp / "raw4000.jsonl")], layers=args.layers or None,
+                                    max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size,
+                                    lr=args.lr, progress=True, threads=2, name="raw4000",
+                                    checkpoint_dir=str(tmp / "raw4000.ckpt"))
+            t0 = time.monotonic()
+            m = train_transformer(cfg, tmp / "raw4000")
+            results["finetune_4000"] = {
+                "rows": len(pick), "n_train": m["training"]["n_train"], "heads": list(m["heads"]),
+                "train_minutes": m["training"]["train_minutes"],
+                "train_cpu_minutes": m["training"]["train_cpu_minutes"], "total_minutes": round((time.monotonic() - t0) / 60, 2),
+                "epochs_run": len(m["training"]["history"]),
+                "dev": {h: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+                        for h, r in m["metrics"]["dev"]["heads"].items()}}
+    results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, ensure_ascii=False, indent=1), "utf-8")
+    print(json.dumps(results, ensure_ascii=False, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

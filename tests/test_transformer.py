@@ -1,0 +1,355 @@
+"""The transformer tier on a tiny randomly initialised BERT (seconds, CPU).
+
+Tests that train or export need torch and transformers and skip cleanly without
+them; the serving side (``triage.transformer``) is tested with a hand-built ONNX
+graph and needs neither.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from triage.bundle import read_manifest, verify_files
+from triage.transformer import TransformerScorer, TransformerTokenizer, head_tail
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:transformers.*"),
+    pytest.mark.filterwarnings("ignore::FutureWarning:transformers.*"),
+    pytest.mark.filterwarnings("ignore:.*TracerWarning.*"),
+]
+
+CATEGORIES = {
+    "billing": ["多扣了费用", "账单金额不对", "重复扣款", "退款没有到账"],
+    "network": ["信号很差", "网络断了", "上不了网", "宽带很慢"],
+    "service": ["客服态度差", "电话没人接", "工作人员不理人", "投诉没人处理"],
+}
+URGENT = ["今天必须解决", "马上处理", "非常着急"]
+FILLER = ["我是老用户", "请尽快回复", "谢谢", "已经好几天了", "", "上个月开始"]
+
+
+def _rows(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    cats = sorted(CATEGORIES)
+    for i in range(n):
+        cat = cats[i % 3]
+        urgent = bool(rng.random() < 0.5)
+        parts = [str(rng.choice(FILLER)), str(rng.choice(CATEGORIES[cat])), str(rng.choice(FILLER))]
+        if urgent:
+            parts.append(str(rng.choice(URGENT)))
+        rows.append({"text": "，".join(p for p in parts if p) + f"（{i}）", "category": cat,
+                     "urgency": "same_day" if urgent else "normal"})
+    return rows
+
+
+def _tiny_tokenizer_pieces() -> tuple[list[str], list[float]]:
+    chars = sorted({c for texts in CATEGORIES.values() for t in texts for c in t}
+                   | {c for t in URGENT + FILLER for c in t} | set("，（）0123456789abc"))
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "\u2581"] + chars + ["退款", "信号", "客服", "网络"]
+    scores = [0.0] * 4 + [-2.0] + [-5.0] * len(chars) + [-4.0] * 4
+    return pieces, scores
+
+
+# --------------------------------------------------------------------------- serving, no torch
+def test_head_tail_keeps_both_ends():
+    ids = list(range(20))
+    assert head_tail(ids, 30, 5) == ids
+    assert head_tail(ids, 8, 5) == [0, 1, 2, 3, 4, 17, 18, 19]
+    assert head_tail(ids, 8, 8) == list(range(8))
+    assert head_tail(ids, 8, 0) == list(range(12, 20))
+
+
+def _tokenizer():
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    pieces, scores = _tiny_tokenizer_pieces()
+    tok = Tokenizer(models.Unigram(list(zip(pieces, scores)), unk_id=3, byte_fallback=False))
+    tok.normalizer = normalizers.Replace(Regex(" {2,}"), " ")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=False)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return tok, len(pieces)
+
+
+def test_tokenizer_truncates_head_and_tail():
+    tok, _ = _tokenizer()
+    tt = TransformerTokenizer(tok, max_length=10, head_tokens=5, pad_id=1)
+    assert (tt.bos_id, tt.eos_id) == (0, 2)
+    long_text = "退款" + "谢" * 30 + "马上处理"
+    row = tt.ids([long_text])[0]
+    full = tok.encode(long_text, add_special_tokens=False).ids
+    assert len(row) == 10 and row[0] == 0 and row[-1] == 2
+    assert row[1:6] == full[:5] and row[6:9] == full[-3:]
+    ids, mask = tt(["退款", long_text])
+    assert ids.shape == mask.shape == (2, 10)
+    assert ids[0, mask[0].sum():].tolist() == [1] * (10 - mask[0].sum())
+
+
+def _handmade_bundle(root: Path) -> dict:
+    """An ONNX graph with the transformer interface: masked mean of embeddings -> softmax heads."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    tok, vocab = _tokenizer()
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(vocab, 8)).astype(np.float32)
+    heads = {"category": ["billing", "network", "service"], "urgency": ["normal", "same_day"]}
+    inits = [numpy_helper.from_array(emb, "E"), numpy_helper.from_array(np.array([2], dtype=np.int64), "ax2"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "ax1")]
+    nodes = [helper.make_node("Gather", ["E", "input_ids"], ["h"], axis=0),
+             helper.make_node("Cast", ["attention_mask"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["mf", "ax2"], ["m3"]),
+             helper.make_node("Mul", ["h", "m3"], ["hm"]),
+             helper.make_node("ReduceSum", ["hm", "ax1"], ["s"], keepdims=0),
+             helper.make_node("ReduceSum", ["mf", "ax1"], ["cnt"], keepdims=1),
+             helper.make_node("Div", ["s", "cnt"], ["pooled"])]
+    outputs = []
+    for name, labels in heads.items():
+        inits.append(numpy_helper.from_array(rng.normal(size=(8, len(labels))).astype(np.float32), f"W_{name}"))
+        nodes += [helper.make_node("MatMul", ["pooled", f"W_{name}"], [f"z_{name}"]),
+                  helper.make_node("Softmax", [f"z_{name}"], [f"probs_{name}"], axis=-1)]
+        outputs.append(helper.make_tensor_value_info(f"probs_{name}", TensorProto.FLOAT, ["N", len(labels)]))
+    graph = helper.make_graph(nodes, "tiny", [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "L"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "L"])], outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (root / "encoder").mkdir(parents=True)
+    (root / "tokenizer").mkdir()
+    onnx.save(model, str(root / "encoder" / "model.int8.onnx"))
+    tok.save(str(root / "tokenizer" / "tokenizer.json"))
+    from triage.bundle import sha256_file
+
+    manifest = {"schema_version": 1, "model_version": "tiny", "tier": "transformer",
+                "heads": {h: {"labels": lb, "onnx": "encoder/model.int8.onnx", "output": f"probs_{h}",
+                              "thresholds": {x: 0.0 for x in lb}} for h, lb in heads.items()},
+                "features": {"type": "transformer", "vocabulary": "tokenizer/tokenizer.json",
+                             "config": {"max_length": 16, "head_tokens": 8, "prefix": "", "pad_id": 1}}}
+    manifest["files"] = {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    (root / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    return manifest
+
+
+def test_scorer_on_handmade_bundle(tmp_path):
+    _handmade_bundle(tmp_path)
+    manifest = read_manifest(tmp_path)
+    verify_files(tmp_path, manifest)
+    scorer = TransformerScorer(tmp_path, manifest, batch_size=2)
+    texts = ["退款没有到账", "信号很差，马上处理" * 5, "谢谢", "客服态度差"]
+    probs = scorer.predict_proba(texts)
+    assert set(probs) == {"category", "urgency"}
+    assert probs["category"].shape == (4, 3) and probs["urgency"].shape == (4, 2)
+    np.testing.assert_allclose(probs["category"].sum(1), 1.0, atol=1e-5)
+    one = scorer.predict_proba([texts[1]])
+    np.testing.assert_allclose(one["category"][0], probs["category"][1], atol=1e-5)  # padding/batching invariant
+    assert scorer.predict_proba([])["urgency"].shape == (0, 2)
+
+
+def test_scorer_rejects_mismatched_labels(tmp_path):
+    from triage.errors import BundleError
+
+    manifest = _handmade_bundle(tmp_path)
+    manifest["heads"]["urgency"]["labels"] = ["a", "b", "c"]
+    with pytest.raises(BundleError, match="urgency"):
+        TransformerScorer(tmp_path, manifest)
+
+
+def test_triage_load_scores_a_transformer_bundle_with_rules_and_due_time(tmp_path):
+    import triage
+
+    _handmade_bundle(tmp_path)
+    model = triage.load(tmp_path)
+    assert model.tier == "transformer"
+    res = model.score({"text": "厨房煤气味很重，快来人", "received_at": "2026-11-24T10:00:00+08:00"}).to_dict()
+    assert set(res) >= {"category", "urgency", "escalation", "needs_review", "model_version"}
+    assert res["category"]["label"] in model.heads["category"].labels
+    batch = model.score_batch(["退款没有到账", "  "], errors="return")
+    assert isinstance(batch[1], triage.InvalidTicketError)
+
+
+def test_serving_never_imports_torch(tmp_path):
+    _handmade_bundle(tmp_path)
+    code = ("import sys, json; from triage.bundle import read_manifest; from triage.transformer import "
+            f"TransformerScorer; root={str(tmp_path)!r}; s=TransformerScorer(root, read_manifest(root)); "
+            "s.predict_proba(['退款']); print(json.dumps([m for m in ('torch', 'transformers') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+# --------------------------------------------------------------------------- training, needs torch
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from training.transformer.backbone import unigram_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    pieces, scores = _tiny_tokenizer_pieces()
+    tok = unigram_tokenizer(pieces, scores, unk=3, bos=0, eos=2, pad=1, charsmap=None)
+    tok.save(str(root / "tokenizer.json"))
+    config = transformers.BertConfig(vocab_size=len(pieces), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                     type_vocab_size=2, pad_token_id=1)
+    import torch
+
+    torch.manual_seed(0)
+    transformers.BertModel(config, add_pooling_layer=False).save_pretrained(str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-data")
+    path = root / "train.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _rows(150)), "utf-8")
+    test = root / "test.jsonl"
+    test.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _rows(300, seed=1)), "utf-8")
+    return path, test
+
+
+def _config(tiny_backbone, tiny_data, **kw):
+    from training.transformer.train import TransformerConfig
+
+    base = dict(data=[str(tiny_data[0])], backbone=str(tiny_backbone), layers=None, max_length=24,
+                epochs=5, batch_size=8, lr=2e-3, head_lr=1e-2, dropout=0.0, dev_fraction=0.2, patience=5,
+                keep_fp32=True, threads=1, checkpoint_every=3, seed=0)
+    base.update(kw)
+    return TransformerConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_backbone, tiny_data, tmp_path_factory):
+    from training.transformer.train import train_transformer
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    manifest = train_transformer(_config(tiny_backbone, tiny_data, prune_vocab=True), out)
+    return out, manifest
+
+
+def test_bundle_is_schema_1_and_verifies(tiny_bundle):
+    out, manifest = tiny_bundle
+    assert manifest["schema_version"] == 1 and manifest["tier"] == "transformer"
+    on_disk = read_manifest(out)
+    verify_files(out, on_disk)
+    assert set(on_disk["heads"]) == {"category", "urgency"}
+    assert on_disk["heads"]["category"]["labels"] == ["billing", "network", "service"]
+    assert on_disk["heads"]["urgency"]["decision"] == {}  # labels are not the three SLA classes
+    assert set(on_disk["heads"]["category"]["thresholds"]) == {"billing", "network", "service"}
+    assert {"encoder/model.int8.onnx", "encoder/model.fp32.onnx", "tokenizer/tokenizer.json",
+            "lexicons/rules.json"} <= set(on_disk["files"])
+    assert on_disk["features"]["backbone"]["vocab_pruned"] is True
+    assert not out.with_name(out.name + ".ckpt").exists()
+
+
+def test_onnx_parity(tiny_bundle):
+    _, manifest = tiny_bundle
+    parity = manifest["metrics"]["parity"]
+    assert parity["fp32_max_abs_diff"] <= 1e-4
+    assert parity["n"] == 30 and 0.0 <= parity["int8_agreement_min"] <= 1.0  # the >= 99% gate: next test
+
+
+def test_int8_agrees_with_fp32_on_test_split(tiny_bundle, tiny_data):
+    out, manifest = tiny_bundle
+    texts = [json.loads(line)["text"] for line in tiny_data[1].read_text("utf-8").splitlines()]
+    from triage.normalize import normalize_text
+
+    texts = [normalize_text(t) for t in texts]
+    int8 = TransformerScorer(out, manifest).predict_proba(texts)
+    fp32 = TransformerScorer(out, manifest, onnx_file="encoder/model.fp32.onnx").predict_proba(texts)
+    for head in int8:
+        assert (int8[head].argmax(1) == fp32[head].argmax(1)).mean() >= 0.99
+
+
+def test_fp32_onnx_matches_torch_long_texts(tiny_backbone):
+    """Head+tail truncation and padding: ONNX fp32 equals torch to 1e-4 on mixed-length batches."""
+    import torch
+    import transformers
+
+    from training.transformer.export import export_onnx, run_onnx, run_torch, ort_session
+    from training.transformer.modeling import ExportModule, MultiTaskModel
+    from tokenizers import Tokenizer
+
+    enc = transformers.BertModel.from_pretrained(str(tiny_backbone), add_pooling_layer=False,
+                                                 attn_implementation="eager")
+    torch.manual_seed(1)
+    module = ExportModule(MultiTaskModel(enc, {"a": 3, "b": 2}), {"a": 1.5, "b": 0.7}).eval()
+    tt = TransformerTokenizer(Tokenizer.from_file(str(tiny_backbone / "tokenizer.json")), max_length=20, pad_id=1)
+    texts = ["退款", "信号很差" * 10, "客服态度差，今天必须解决", "谢谢" * 30]
+    path = export_onnx(module, tiny_backbone / "parity.onnx", tt, texts)
+    ref = run_torch(module, tt, texts, batch_size=3)
+    got = run_onnx(ort_session(path), tt, texts, ["a", "b"], batch_size=3)
+    for k in ("a", "b"):
+        assert np.abs(ref[k] - got[k]).max() <= 1e-4
+
+
+def test_training_learns_and_scores_like_the_bundle(tiny_bundle):
+    out, manifest = tiny_bundle
+    assert manifest["metrics"]["dev"]["heads"]["category"]["accuracy"] >= 0.6
+    scorer = TransformerScorer(out, read_manifest(out))
+    probs = scorer.predict_proba(["退款没有到账，今天必须解决", "宽带很慢"])
+    assert probs["category"].shape == (2, 3)
+
+
+def test_training_is_seeded(tiny_backbone, tiny_data, tmp_path):
+    from training.transformer.train import train_transformer
+
+    a = train_transformer(_config(tiny_backbone, tiny_data, epochs=1, keep_fp32=False), tmp_path / "a")
+    b = train_transformer(_config(tiny_backbone, tiny_data, epochs=1, keep_fp32=False), tmp_path / "b")
+    assert a["heads"]["category"]["temperature"] == b["heads"]["category"]["temperature"]
+    assert a["metrics"]["dev"] == b["metrics"]["dev"]
+
+
+def test_resume_from_checkpoint(tiny_backbone, tiny_data, tmp_path):
+    """A run stopped by its time budget checkpoints mid-epoch; running it again resumes there
+    and ends exactly where an uninterrupted run ends."""
+    import torch
+
+    from training.transformer.train import train_transformer
+
+    full = train_transformer(_config(tiny_backbone, tiny_data, keep_fp32=False), tmp_path / "full")
+    ckpt = tmp_path / "ckpt"
+    train_transformer(_config(tiny_backbone, tiny_data, keep_fp32=False, checkpoint_dir=str(ckpt),
+                              keep_checkpoint=True, max_train_minutes=1e-9), tmp_path / "cut")
+    cut = torch.load(ckpt / "state.pt", weights_only=False)["state"]
+    assert (cut["epoch"], cut["step_in_epoch"], cut["global_step"]) == (0, 1, 1)
+    resumed = train_transformer(_config(tiny_backbone, tiny_data, keep_fp32=False, checkpoint_dir=str(ckpt)),
+                                tmp_path / "resumed")
+    history = resumed["training"]["history"]
+    assert history[0]["partial"] is True and [h["epoch"] for h in history] == [1, 1, 2, 3, 4, 5]
+    assert [h["dev_macro_f1"] for h in history[1:]] == [h["dev_macro_f1"] for h in full["training"]["history"]]
+    assert resumed["metrics"]["dev"] == full["metrics"]["dev"]
+    assert not ckpt.exists()
+
+
+def test_prune_vocabulary_keeps_cjk_singles_and_used_pieces(tiny_backbone):
+    pytest.importorskip("torch")
+    from training.transformer.backbone import load_backbone, prune_vocabulary
+
+    model, tok = load_backbone(tiny_backbone)
+    before = tok.encode("退款没有到账").tokens
+    model, small, kept = prune_vocabulary(model, tok, ["退款没有到账"])
+    assert small.encode("退款没有到账").tokens == before
+    assert small.get_vocab_size() == len(kept) == model.get_input_embeddings().weight.shape[0]
+    assert "信号" not in small.get_vocab() and "信" in small.get_vocab()  # unused pair dropped, singles kept
+    assert small.token_to_id("<s>") == 0 and small.token_to_id("</s>") == 2
+
+
+def test_e5s1_reader_and_dequantiser(tmp_path):
+    """A hand-written two-block q4_0 tensor: byte j -> weights j (low nibble) and j+16 (high)."""
+    from training.transformer.backbone import dequantize_q4_0
+
+    d = np.array([0.5, 2.0], dtype="<f2")
+    qs = np.zeros((2, 16), dtype=np.uint8)
+    qs[0, 0] = 0x9F  # weight 0 = (15-8)*0.5, weight 16 = (9-8)*0.5
+    qs[1, 3] = 0x08  # weight 32+3 = 0, weight 32+19 = (0-8)*2
+    raw = b"".join(d[i].tobytes() + qs[i].tobytes() for i in range(2))
+    w = dequantize_q4_0(raw, 64)
+    assert w[0] == 3.5 and w[16] == 0.5 and w[35] == 0.0 and w[51] == -16.0
+    assert w[1] == -4.0  # nibble 0 -> -8 * 0.5
