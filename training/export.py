@@ -110,6 +110,11 @@ def write_bundle(out_dir: Path, *, featurizer, heads: dict, rules_path: Path | N
         shutil.copy(rules_path, tmp / "lexicons" / "rules.json")
         manifest["rules"] = "lexicons/rules.json"
     manifest["library_versions"] = library_versions()
+    return finish_bundle(tmp, out_dir, manifest)
+
+
+def finish_bundle(tmp: Path, out_dir: Path, manifest: dict) -> dict:
+    """Record file hashes, write the manifest and rename ``tmp`` into place as ``out_dir``."""
     manifest.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p)
                          for p in sorted(tmp.rglob("*")) if p.is_file()}

@@ -9,7 +9,6 @@ its output (``probs_<head>``). See ``triage.transformer`` for the reader.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import warnings
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.export import library_versions
-from triage.bundle import MANIFEST, SCHEMA_VERSION, sha256_file
+from training.export import finish_bundle, library_versions
+from triage.bundle import SCHEMA_VERSION
 
 OPSET = 17
 ONNX_FP32 = "encoder/model.fp32.onnx"
@@ -175,16 +174,4 @@ def write_transformer_bundle(out_dir: str | Path, *, onnx_files: dict[str, Path]
         shutil.copy(rules_path, tmp / "lexicons" / "rules.json")
         manifest["rules"] = "lexicons/rules.json"
     manifest["library_versions"] = transformer_library_versions()
-    manifest.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), "utf-8")
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out_dir)
-    return manifest
+    return finish_bundle(tmp, out_dir, manifest)
