@@ -1,27 +1,28 @@
-"""``triage train-transformer`` argument handling (no torch needed)."""
+"""``triage train --tier transformer`` argument handling (no torch needed)."""
 
 from __future__ import annotations
 
 import argparse
 
-from training.transformer.cli import config_from_args, register_train_transformer
+from training.cli import register_train
+from training.transformer.cli import config_from_args
 
 
 def _parse(argv):
     parser = argparse.ArgumentParser()
-    register_train_transformer(parser.add_subparsers(dest="cmd"))
+    register_train(parser.add_subparsers(dest="cmd"))
     return parser.parse_args(argv)
 
 
 def test_defaults_use_the_builtin_backbone():
-    args = _parse(["train-transformer", "--data", "a.jsonl", "--out", "models/tx"])
+    args = _parse(["train", "--tier", "transformer", "--data", "a.jsonl", "--out", "models/tx"])
     config = config_from_args(args)
     assert config.backbone is None and config.layers == 6 and config.prune_vocab
     assert config.name == "tx" and config.serve == "int8" and config.resume
 
 
 def test_options_reach_the_config():
-    args = _parse(["train-transformer", "--data", "a.tsv", "--columns", "text,category", "--out", "m",
+    args = _parse(["train", "--tier", "transformer", "--data", "a.tsv", "--columns", "text,category", "--out", "m",
                    "--backbone", "/ckpt", "--layers", "0", "--no-prune-vocab", "--max-length", "256",
                    "--head-tokens", "64", "--epochs", "2", "--dev-data", "d.tsv", "--max-train-minutes", "5",
                    "--keep-fp32", "--no-resume", "--head", "category"])
@@ -36,7 +37,7 @@ def test_options_reach_the_config():
 def test_fingerprint_ignores_threads_and_budget_only():
     from dataclasses import replace
 
-    args = _parse(["train-transformer", "--data", "a.jsonl", "--out", "m"])
+    args = _parse(["train", "--tier", "transformer", "--data", "a.jsonl", "--out", "m"])
     config = config_from_args(args)
     fp = config.fingerprint("sha")
     assert replace(config, threads=1, max_train_minutes=3).fingerprint("sha") == fp

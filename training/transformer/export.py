@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.export import finish_bundle, library_versions
+from training.export import finish_bundle, library_versions, start_bundle
 from triage.bundle import SCHEMA_VERSION
 
 OPSET = 17
@@ -150,11 +150,7 @@ def write_transformer_bundle(out_dir: str | Path, *, onnx_files: dict[str, Path]
     and ``metrics``.
     """
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "tokenizer").mkdir(parents=True)
-    (tmp / "lexicons").mkdir()
+    tmp = start_bundle(out_dir, "tokenizer", "lexicons")
     for rel, src in onnx_files.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, tmp / rel)
