@@ -72,18 +72,6 @@ def test_binary_head_exports_as_a_symmetric_pair(fitted):
     assert np.abs(got - clf.predict_proba(featurizer.transform(test_texts))).max() <= 1e-5
 
 
-def test_sparse_batch_equals_row_by_row_features(fitted):
-    featurizer, _, _, test_texts = fitted
-    X = featurizer.transform(test_texts[:50]).toarray()
-    for i, text in enumerate(test_texts[:50]):
-        idx, w = featurizer.transform_one(text)
-        row = np.zeros(featurizer.n_features, dtype=np.float32)
-        row[idx] = w
-        np.testing.assert_allclose(X[i], row, atol=1e-7)
-        if len(idx):
-            assert np.linalg.norm(row) == pytest.approx(1.0, abs=1e-5)
-
-
 def test_bundle_heads_match_refit_on_test_split(small_bundle):
     """The shipped ONNX files reproduce the training-time logits written into the bundle."""
     from triage.model import load

@@ -71,17 +71,35 @@ def test_evidence_offsets_index_the_original_text(rules):
     assert text[ev.start:ev.end] == ev.text == "瓦斯味"
 
 
-def test_triggers_never_skip_a_rule_that_would_match(rules):
+def _corpus_texts():
     texts = []
     for split in ("train", "dev", "test"):
         with open(CORPUS / f"{split}.jsonl", encoding="utf-8") as fh:
             texts += [normalize_text(json.loads(line)["text"]) for line in fh]
+    return texts
+
+
+def test_triggers_never_skip_a_pattern_that_would_match(rules):
+    texts = _corpus_texts()
     for rule in rules.rules:
-        if rule.trigger_chars is None:
-            continue
-        for text in texts:
-            if rule.pattern.search(text):
-                assert not rule.trigger_chars.isdisjoint(set(text.lower())), (rule.id, text)
+        for part in rule.parts:
+            if part.trigger_chars is None:
+                continue
+            for text in texts:
+                if part.pattern.search(text):
+                    assert not part.trigger_chars.isdisjoint(set(text.lower())), (rule.id, part.pattern.pattern)
+
+
+def test_triggered_search_finds_what_a_full_scan_finds(rules):
+    """Running only the patterns whose triggers occur equals running the rule's whole alternation on the text."""
+    for text in _corpus_texts() + ["第十二次投诉了，整栋楼停电停水，电梯困人", "多次反映无人处理，网络中断断网"]:
+        fast = {rule.id: spans for rule, spans in rules._candidates(text)}
+        full = {}
+        for rule in rules.rules:
+            spans = [m.span() for m in rule.pattern.finditer(text) if m.end() > m.start()]
+            if spans:
+                full[rule.id] = spans
+        assert fast == full, text
 
 
 def test_max_urgency_only_raises():

@@ -8,7 +8,6 @@ apart); weights are sublinear TF (1 + ln tf) times smoothed IDF, L2-normalised.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,58 +94,87 @@ class Featurizer:
     def n_features(self) -> int:
         return len(self.vocabulary)
 
-    def reference_counts(self, normalized: str) -> dict[int, int]:
+    def reference_counts(self, normalized: str, *, featurised: bool = False) -> dict[int, int]:
         """Feature index -> count, the slow and obvious way (for tests and long n-grams)."""
         counts: dict[int, int] = {}
-        for gram in analyze(feature_text(normalized), self.config, self.tokenizer):
+        text = normalized if featurised else feature_text(normalized)
+        for gram in analyze(text, self.config, self.tokenizer):
             idx = self.vocabulary.get(gram)
             if idx is not None:
                 counts[idx] = counts.get(idx, 0) + 1
         return counts
 
-    def _counts(self, normalized: str) -> tuple[np.ndarray, np.ndarray]:
-        if not self._keyed:
-            counts = self.reference_counts(normalized)
-            return (np.fromiter(counts.keys(), np.int64, len(counts)),
-                    np.fromiter(counts.values(), np.float64, len(counts)))
-        text = feature_text(normalized)
-        keys, counts = np.unique(char_gram_keys(text, self.config.char_ngram_min, self.config.char_ngram_max),
-                                 return_counts=True)
+    def transform_one(self, normalized: str) -> tuple[np.ndarray, np.ndarray]:
+        """(feature indices, float32 weights) of one normalised text."""
+        indptr, indices, weights = self.transform_rows([normalized])
+        return indices, weights
+
+    def transform_rows(self, normalized_texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR parts (indptr, indices, float32 weights) of many texts, rows in input order.
+
+        All texts are featurised together: their n-gram keys are computed over one
+        concatenated code-point array (n-grams that would cross a text boundary are
+        dropped), looked up in one ``searchsorted`` and counted per (row, feature) in one
+        ``np.unique``. Within a row, indices are ascending.
+        """
+        texts = [feature_text(t) for t in normalized_texts]
+        n_rows, n_features = len(texts), self.n_features
+        if self._keyed:
+            pairs = [self._char_pairs(texts)]
+        else:
+            pairs = [np.array([row * n_features + idx for row, t in enumerate(texts)
+                               for idx, c in self.reference_counts(t, featurised=True).items()
+                               for _ in range(c)], dtype=np.int64)]
+        if self._keyed and self.config.words and self.tokenizer is not None:
+            pairs.append(self._word_pairs(texts))
+        codes, tf = np.unique(np.concatenate(pairs), return_counts=True)
+        rows, indices = np.divmod(codes, n_features)
+        weights = (1.0 + np.log(tf)) * self.idf[indices]
+        norms = np.sqrt(np.bincount(rows, weights * weights, minlength=n_rows))
+        weights /= norms[rows]
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        return indptr, indices, weights.astype(np.float32)
+
+    def _char_pairs(self, texts: list[str]) -> np.ndarray:
+        """``row * n_features + index`` of every in-vocabulary character n-gram occurrence."""
+        lo, hi = self.config.char_ngram_min, self.config.char_ngram_max
+        cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        row_of = np.repeat(np.arange(len(texts), dtype=np.int64), [len(t) for t in texts])
+        keys_parts, rows_parts, keys = [], [], cps
+        for size in range(1, hi + 1):
+            if size > 1:
+                keys = (keys[:-1] << np.uint64(_CODE_BITS)) | cps[size - 1:]
+            if size >= lo:
+                same = row_of[:len(keys)] == row_of[size - 1:]
+                keys_parts.append(keys[same])
+                rows_parts.append(row_of[:len(keys)][same])
+        if not keys_parts or not len(self._keys):
+            return np.zeros(0, dtype=np.int64)
+        keys, rows = np.concatenate(keys_parts), np.concatenate(rows_parts)
         pos = np.searchsorted(self._keys, keys)
         pos[pos == len(self._keys)] = 0
-        hit = self._keys[pos] == keys if len(self._keys) else np.zeros(len(keys), dtype=bool)
-        indices, tf = self._key_index[pos[hit]], counts[hit].astype(np.float64)
-        if self.config.words and self.tokenizer is not None:
-            words = [w for w in self.tokenizer.cut(text) if w != " "]
-            if self.config.word_bigrams:
-                words += [f"{a} {b}" for a, b in zip(words, words[1:])]
-            found: dict[int, int] = {}
-            for i in map(self._words.get, words):
-                if i is not None:
-                    found[i] = found.get(i, 0) + 1
-            if found:
-                indices = np.concatenate([indices, np.fromiter(found.keys(), np.int64, len(found))])
-                tf = np.concatenate([tf, np.fromiter(found.values(), np.float64, len(found))])
-        return indices, tf
+        hit = self._keys[pos] == keys
+        return rows[hit] * self.n_features + self._key_index[pos[hit]]
 
-    def transform_one(self, normalized: str) -> tuple[np.ndarray, np.ndarray]:
-        indices, tf = self._counts(normalized)
-        if not len(indices):
-            return indices, np.zeros(0, dtype=np.float32)
-        weights = (1.0 + np.log(tf)) * self.idf[indices]
-        weights /= math.sqrt(float(weights @ weights))
-        return indices, weights.astype(np.float32)
+    def _word_pairs(self, texts: list[str]) -> np.ndarray:
+        """``row * n_features + index`` of every in-vocabulary word (and word bigram) occurrence."""
+        lookup, n_features, bigrams = self._words.get, self.n_features, self.config.word_bigrams
+        out: list[int] = []
+        for row, text in enumerate(texts):
+            words = [w for w in self.tokenizer.cut(text) if w != " "]
+            if bigrams:
+                words += [f"{a} {b}" for a, b in zip(words, words[1:])]
+            base = row * n_features
+            out += [base + i for i in map(lookup, words) if i is not None]
+        return np.array(out, dtype=np.int64)
 
     def transform(self, normalized_texts) -> "scipy.sparse.csr_matrix":  # noqa: F821
-        """A CSR matrix of all texts (used by training and the batch path)."""
+        """A CSR matrix of all texts (used by training and evaluation)."""
         from scipy import sparse
 
-        rows = [self.transform_one(t) for t in normalized_texts]
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum([len(r[0]) for r in rows])
-        indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int64)
-        data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, np.float32)
-        return sparse.csr_matrix((data, indices, indptr), shape=(len(rows), self.n_features))
+        indptr, indices, weights = self.transform_rows(list(normalized_texts))
+        return sparse.csr_matrix((weights, indices, indptr), shape=(len(indptr) - 1, self.n_features))
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "n_features": self.n_features}

@@ -317,17 +317,21 @@ class Model:
         """Probabilities of every head and flag head, and the sparse rows (linear tier only)."""
         if self.tier == "transformer":
             return self.scorer.predict_proba(normalized_texts), [None] * len(normalized_texts)
-        rows = [self.featurizer.transform_one(t) for t in normalized_texts]
-        return self._run(rows), rows
+        indptr, indices, weights = self.featurizer.transform_rows(normalized_texts)
+        rows = [(indices[a:b], weights[a:b]) for a, b in zip(indptr[:-1], indptr[1:])]
+        return self._run(indptr, indices, weights), rows
 
-    def _run(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-        width = max(1, max(len(r[0]) for r in rows))
-        indices = np.full((len(rows), width), self._pad_index, dtype=np.int64)
-        weights = np.zeros((len(rows), width), dtype=np.float32)
-        for i, (idx, w) in enumerate(rows):
-            indices[i, :len(idx)] = idx
-            weights[i, :len(w)] = w
-        outputs = self.session.run(self._outputs, {"indices": indices, "weights": weights})
+    def _run(self, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """One ONNX call for the whole batch, rows padded to one width with the pad index."""
+        n_rows, lengths = len(indptr) - 1, np.diff(indptr)
+        width = max(1, int(lengths.max(initial=0)))
+        rows = np.repeat(np.arange(n_rows), lengths)
+        cols = np.arange(len(indices)) - indptr[rows]
+        padded_indices = np.full((n_rows, width), self._pad_index, dtype=np.int64)
+        padded_weights = np.zeros((n_rows, width), dtype=np.float32)
+        padded_indices[rows, cols] = indices
+        padded_weights[rows, cols] = weights
+        outputs = self.session.run(self._outputs, {"indices": padded_indices, "weights": padded_weights})
         return dict(zip(self._outputs, outputs))
 
     def _build_result(self, ticket: Ticket, text: str, normalized: str, probs: dict, row) -> TriageResult:

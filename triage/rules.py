@@ -51,17 +51,24 @@ class RuleHit:
 
 
 @dataclass(frozen=True)
+class _Part:
+    """One pattern of a rule, run only on texts that contain one of its trigger literals."""
+
+    pattern: re.Pattern
+    triggers: tuple[str, ...] | None
+    trigger_chars: frozenset[str] | None
+
+
+@dataclass(frozen=True)
 class _Rule:
     id: str
     kind: str
     flag: str | None
     level: str | None
     pattern: re.Pattern
+    parts: tuple[_Part, ...]
     exclude: re.Pattern | None
     hypothetical_blocks: bool
-    triggers: tuple[str, ...] | None
-    trigger_chars: frozenset[str] | None
-    max_width: int | None
 
 
 class RuleSet:
@@ -85,8 +92,9 @@ class RuleSet:
         ids = [r.id for r in self.rules]
         if len(set(ids)) != len(ids):
             raise RulesError("rule ids must be unique")
-        self._always = [k for k, r in enumerate(self.rules) if r.triggers is None]
-        self._automaton = _build_automaton(self.rules)
+        self._parts = [(k, part) for k, rule in enumerate(self.rules) for part in rule.parts]
+        self._always = [j for j, (_, part) in enumerate(self._parts) if part.triggers is None]
+        self._automaton = _build_automaton([part for _, part in self._parts])
 
     @staticmethod
     def _compile(raw: dict) -> _Rule:
@@ -104,11 +112,9 @@ class RuleSet:
         return _Rule(
             id=raw["id"], kind=kind, flag=raw.get("flag"), level=level,
             pattern=re.compile("|".join(f"(?:{p})" for p in raw["patterns"]), re.IGNORECASE),
+            parts=tuple(_compile_part(p) for p in raw["patterns"]),
             exclude=re.compile("|".join(f"(?:{p})" for p in exclude), re.IGNORECASE) if exclude else None,
             hypothetical_blocks=bool(raw.get("hypothetical_blocks", False)),
-            triggers=(triggers := _rule_triggers(raw["patterns"])),
-            trigger_chars=frozenset(_rarest_char(t) for t in triggers) if triggers else None,
-            max_width=_max_width(raw["patterns"]),
         )
 
     @property
@@ -133,39 +139,36 @@ class RuleSet:
         return False
 
     def _candidates(self, text: str) -> list[tuple[_Rule, list[tuple[int, int]]]]:
-        """Rules whose trigger literals occur in ``text``, each with the windows to search.
+        """Rules with a match in ``text``, each with its matches' spans in text order.
 
-        Every match of a rule contains one of its triggers, so searching the rule's
-        maximum match width around each trigger occurrence finds all its matches.
+        Every match of a pattern contains one of its trigger literals, so a pattern
+        runs only on texts where the trigger automaton saw one. A rule's patterns act as
+        one alternation: at each position the first listed pattern wins, and matches do
+        not overlap.
         """
-        lowered = text.lower()
-        n = len(text)
-        found: dict[int, list[tuple[int, int]] | None] = {k: None for k in self._always}
+        found = set(self._always)
         if self._automaton is not None:
-            for end, (length, rule_ids) in self._automaton.iter(lowered):
-                for k in rule_ids:
-                    if k in found and found[k] is None:
-                        continue
-                    found.setdefault(k, []).append((end + 1 - length, end + 1))
+            for _, part_ids in self._automaton.iter(text.lower()):
+                found.update(part_ids)
         else:
-            chars = set(lowered)
-            found.update({k: None for k, r in enumerate(self.rules)
-                          if r.trigger_chars is not None and not r.trigger_chars.isdisjoint(chars)})
+            chars = set(text.lower())
+            found.update(j for j, (_, part) in enumerate(self._parts)
+                         if part.trigger_chars is not None and not part.trigger_chars.isdisjoint(chars))
+        matches: dict[int, list[tuple[int, int, int]]] = {}
+        for j in sorted(found):
+            k, part = self._parts[j]
+            spans = [(m.start(), j, m.end()) for m in part.pattern.finditer(text) if m.end() > m.start()]
+            if spans:
+                matches.setdefault(k, []).extend(spans)
         out = []
-        for k in sorted(found):
-            rule, spans = self.rules[k], found[k]
-            if spans is None or rule.max_width is None:
-                out.append((rule, [(0, n)]))
-                continue
-            margin = rule.max_width + 2
-            windows: list[tuple[int, int]] = []
-            for s_, e_ in sorted(spans):
-                lo, hi = max(0, e_ - margin), min(n, s_ + margin)
-                if windows and lo <= windows[-1][1]:
-                    windows[-1] = (windows[-1][0], max(windows[-1][1], hi))
-                else:
-                    windows.append((lo, hi))
-            out.append((rule, windows))
+        for k in sorted(matches):
+            spans, last = [], -1
+            for start, _, end in sorted(set(matches[k])):
+                if start >= last:
+                    spans.append((start, end))
+                    last = end
+            if spans:
+                out.append((self.rules[k], spans))
         return out
 
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
@@ -187,14 +190,9 @@ class RuleSet:
         clauses = None
         praise = None
         hits: list[RuleHit] = []
-        for rule, windows in self._candidates(text):
-            excluded = None
-            for m in (m for lo, hi in windows for m in rule.pattern.finditer(text, lo, hi)):
-                start, end = m.span()
-                if start == end:
-                    continue
-                if excluded is None:
-                    excluded = [x.span() for x in rule.exclude.finditer(text)] if rule.exclude else []
+        for rule, spans in self._candidates(text):
+            excluded = [x.span() for x in rule.exclude.finditer(text)] if rule.exclude else []
+            for start, end in spans:
                 if any(s < end and start < e for s, e in excluded):
                     continue
                 if clauses is None:
@@ -213,32 +211,27 @@ class RuleSet:
         return hits
 
 
-def _build_automaton(rules: list[_Rule]):
-    """An Aho-Corasick automaton from trigger literal to rule indices (None without pyahocorasick)."""
+def _compile_part(pattern: str) -> _Part:
+    triggers = _rule_triggers([pattern])
+    return _Part(pattern=re.compile(pattern, re.IGNORECASE), triggers=triggers,
+                 trigger_chars=frozenset(_rarest_char(t) for t in triggers) if triggers else None)
+
+
+def _build_automaton(parts: list[_Part]):
+    """An Aho-Corasick automaton from trigger literal to pattern indices (None without pyahocorasick)."""
     try:
         import ahocorasick
     except ImportError:
         return None
     table: dict[str, set[int]] = {}
-    for k, rule in enumerate(rules):
-        for trigger in rule.triggers or ():
-            table.setdefault(trigger, set()).add(k)
+    for j, part in enumerate(parts):
+        for trigger in part.triggers or ():
+            table.setdefault(trigger, set()).add(j)
     automaton = ahocorasick.Automaton()
-    for trigger, rule_ids in table.items():
-        automaton.add_word(trigger, (len(trigger), tuple(sorted(rule_ids))))
+    for trigger, part_ids in table.items():
+        automaton.add_word(trigger, frozenset(part_ids))
     automaton.make_automaton()
     return automaton
-
-
-def _max_width(patterns: list[str]) -> int | None:
-    """The longest match any of the patterns can make, or None when unbounded."""
-    widest = 0
-    for pattern in patterns:
-        hi = _sre_parser.parse(pattern, re.IGNORECASE).getwidth()[1]
-        if hi >= 1000:
-            return None
-        widest = max(widest, hi)
-    return widest
 
 
 def _rule_triggers(patterns: list[str]) -> tuple[str, ...] | None:

@@ -1,0 +1,73 @@
+"""The vectorised batch featurizer equals the obvious per-text count."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from triage.features import FeatureConfig, char_gram_keys, fit_featurizer, gram_key
+from triage.normalize import feature_text, normalize_text
+from triage.tokenize import WordTokenizer, read_userdict
+
+CORPUS = Path(__file__).resolve().parents[1] / "datasets" / "corpus"
+
+
+def _texts(split, n):
+    lines = (CORPUS / f"{split}.jsonl").read_text("utf-8").splitlines()[:n]
+    return [normalize_text(json.loads(line)["text"]) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return WordTokenizer(read_userdict())
+
+
+@pytest.fixture(scope="module", params=[FeatureConfig(max_features=20_000),
+                                        FeatureConfig(char_ngram_min=2, word_bigrams=True, max_features=20_000),
+                                        FeatureConfig(char_ngram_max=4, words=False, max_features=20_000)],
+                ids=["default", "bigrams", "long-ngrams"])
+def featurizer(request, tokenizer):
+    return fit_featurizer(_texts("train", 600), request.param, tokenizer)
+
+
+def _reference_row(featurizer, text):
+    counts = featurizer.reference_counts(text)
+    idx = np.array(sorted(counts), dtype=np.int64)
+    w = (1.0 + np.log([counts[i] for i in idx])) * featurizer.idf[idx] if len(idx) else np.zeros(0)
+    return idx, (w / np.linalg.norm(w) if len(idx) else w)
+
+
+def test_batch_rows_equal_reference_counts(featurizer):
+    texts = _texts("test", 120) + ["", "！！！", "停电"]
+    indptr, indices, weights = featurizer.transform_rows(texts)
+    assert len(indptr) == len(texts) + 1 and weights.dtype == np.float32
+    for i, text in enumerate(texts):
+        ref_idx, ref_w = _reference_row(featurizer, text)
+        np.testing.assert_array_equal(indices[indptr[i]:indptr[i + 1]], ref_idx)
+        np.testing.assert_allclose(weights[indptr[i]:indptr[i + 1]], ref_w, rtol=1e-6)
+
+
+def test_ngrams_never_cross_a_text_boundary(featurizer):
+    """'停' + '电' in two tickets must not count the '停电' that exists only when joined."""
+    if "停电" not in featurizer.vocabulary or featurizer.config.char_ngram_min > 1:
+        pytest.skip("vocabulary lacks the probe n-gram")
+    indptr, indices, _ = featurizer.transform_rows(["水停", "电费"])
+    assert featurizer.vocabulary["停电"] not in indices
+
+
+def test_a_row_does_not_depend_on_its_batch(featurizer):
+    texts = _texts("test", 40)
+    batch = featurizer.transform(texts).toarray()
+    for i, text in enumerate(texts):
+        idx, w = featurizer.transform_one(text)
+        row = np.zeros(featurizer.n_features, dtype=np.float32)
+        row[idx] = w
+        np.testing.assert_array_equal(batch[i], row)
+
+
+def test_char_gram_keys_match_gram_key():
+    text = feature_text(normalize_text("电梯困人，請立即處理😀"))
+    keys = char_gram_keys(text, 1, 3)
+    expected = [gram_key(text[i:i + n]) for n in (1, 2, 3) for i in range(len(text) - n + 1)]
+    assert keys.tolist() == expected
