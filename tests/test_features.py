@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triage.features import FeatureConfig, char_gram_keys, fit_featurizer, gram_key
+from triage.features import FeatureConfig, KeyTable, char_gram_keys, fit_featurizer, gram_key
 from triage.normalize import feature_text, normalize_text
 from triage.tokenize import WordTokenizer, read_userdict
 
@@ -71,3 +71,17 @@ def test_char_gram_keys_match_gram_key():
     keys = char_gram_keys(text, 1, 3)
     expected = [gram_key(text[i:i + n]) for n in (1, 2, 3) for i in range(len(text) - n + 1)]
     assert keys.tolist() == expected
+
+
+@pytest.mark.parametrize("n", [0, 1, 50_000])
+def test_key_table_finds_every_key_and_nothing_else(n):
+    rng = np.random.default_rng(n)
+    keys = np.unique(rng.integers(0, 2**63, size=n, dtype=np.uint64))
+    values = rng.permutation(len(keys))
+    table = KeyTable(keys, values)
+    absent = np.setdiff1d(rng.integers(0, 2**63, size=5_000, dtype=np.uint64), keys)
+    np.testing.assert_array_equal(table.lookup(keys), values)
+    assert (table.lookup(absent) == -1).all()
+    assert table.lookup(np.zeros(0, dtype=np.uint64)).shape == (0,)
+    if n > 1000:
+        assert table.max_probe >= 1  # colliding keys were placed further along and still found

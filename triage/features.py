@@ -18,6 +18,8 @@ from triage.tokenize import WordTokenizer
 WORD_PREFIX = "\x01"
 _CODE_BITS = 21  # every Unicode code point fits; three of them fit in 63 bits
 _MAX_KEYED_NGRAM = 3
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_TABLE_MIN_QUERIES = 4096  # below this, binary search over the sorted keys is faster (cache-warm)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,48 @@ def char_gram_keys(text: str, lo: int, hi: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
 
+class KeyTable:
+    """A read-only open-addressing hash table from uint64 keys to int indices, probed in numpy.
+
+    Linear probing at load factor <= 1/4; ``lookup`` resolves a whole array of queries
+    with one gather per probe step, over the queries still unresolved.
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray):
+        bits = max(4, int(np.ceil(np.log2(max(1, len(keys)) * 4))))
+        self._shift, self._mask = np.uint64(64 - bits), (1 << bits) - 1
+        self._keys = np.zeros(1 << bits, dtype=np.uint64)
+        self._values = np.full(1 << bits, -1, dtype=np.int32)
+        home = self._home(keys)
+        pending, probe, self.max_probe = np.arange(len(keys)), 0, -1
+        while len(pending):
+            slots = (home[pending] + probe) & self._mask
+            free = self._values[slots] < 0
+            _, first = np.unique(slots[free], return_index=True)
+            won, won_slots = pending[free][first], slots[free][first]
+            self._keys[won_slots], self._values[won_slots] = keys[won], values[won]
+            pending = np.setdiff1d(pending, won, assume_unique=True)
+            self.max_probe, probe = probe, probe + 1
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * _GOLDEN) >> self._shift).astype(np.int64)
+
+    def lookup(self, queries: np.ndarray) -> np.ndarray:
+        """The value of every query, -1 where it is absent."""
+        out = np.full(len(queries), -1, dtype=np.int64)
+        active, slots = np.arange(len(queries)), self._home(queries)
+        for _ in range(self.max_probe + 1):
+            values = self._values[slots]
+            occupied = values >= 0
+            hit = occupied & (self._keys[slots] == queries[active])
+            out[active[hit]] = values[hit]
+            more = occupied & ~hit
+            active, slots = active[more], (slots[more] + 1) & self._mask
+            if not len(active):
+                break
+        return out
+
+
 @dataclass
 class Featurizer:
     """Maps a normalised text to (indices, weights) of its TF-IDF vector.
@@ -88,6 +132,7 @@ class Featurizer:
         chars.sort()
         self._keys = np.array([k for k, _ in chars], dtype=np.uint64)
         self._key_index = np.array([i for _, i in chars], dtype=np.int64)
+        self._table = KeyTable(self._keys, self._key_index)
         self._words = {g[len(WORD_PREFIX):]: i for g, i in self.vocabulary.items() if g.startswith(WORD_PREFIX)}
 
     @property
@@ -152,6 +197,10 @@ class Featurizer:
         if not keys_parts or not len(self._keys):
             return np.zeros(0, dtype=np.int64)
         keys, rows = np.concatenate(keys_parts), np.concatenate(rows_parts)
+        if len(keys) >= _TABLE_MIN_QUERIES:
+            index = self._table.lookup(keys)
+            hit = index >= 0
+            return rows[hit] * self.n_features + index[hit]
         pos = np.searchsorted(self._keys, keys)
         pos[pos == len(self._keys)] = 0
         hit = self._keys[pos] == keys
