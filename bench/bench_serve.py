@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", "-m", default="models/default", help="bundle directory (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    p.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker (the service default)")
     p.add_argument("--duration", type=float, default=10.0, help=f"seconds per phase (max {MAX_DURATION:.0f})")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")

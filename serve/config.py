@@ -7,7 +7,9 @@ TRIAGE_MODEL               models/default                  bundle directory load
 TRIAGE_HOST                127.0.0.1                       address gunicorn binds
 TRIAGE_PORT                8080                            port gunicorn binds
 TRIAGE_WORKERS             2                               gunicorn worker processes
-TRIAGE_THREADS             4                               threads per worker (gthread)
+TRIAGE_THREADS             2                               threads per worker (gthread); scoring
+                                                           holds the GIL, so more threads add
+                                                           tail latency, not throughput
 TRIAGE_API_KEYS            (empty: no authentication)      comma-separated ``key:scope`` pairs,
                                                            scope ``score`` or ``admin``
 DATABASE_URL               sqlite:///var/feedback.sqlite3  feedback store (SQLAlchemy URL)
@@ -49,7 +51,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
-    threads: int = 4
+    threads: int = 2
     api_keys: dict[str, str] = field(default_factory=dict)  # key -> scope; never logged
     database_url: str = DEFAULT_DATABASE_URL
     max_batch: int = 256

@@ -27,9 +27,12 @@ first request. The reload lives as long as the server: a restart serves
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime as dt
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -49,6 +52,7 @@ WARMUP_TICKETS = [{"text": "您好，家里宽带从昨天开始一直断网，�
                   {"text": "快递三天了还没送到"}]
 STATE_FILE = "model-state.json"
 LOCK_FILE = "model-state.lock"
+RELEASE_DELAY = 2.0  # seconds after a swap: in-flight requests have dropped the old model by then
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,7 @@ class ModelHolder:
 
     def _swap(self, state: ModelState) -> None:
         self.current = state
+        _release_soon()
         if self.metrics is not None and self._started_pid == os.getpid():
             self.metrics.show_model(state.version, state.generation)
         if self.runtime_dir is not None:
@@ -321,6 +326,7 @@ class ModelHolder:
                                f"worker(s) {', '.join(map(str, failed))} could not load the bundle; "
                                f"rolled back to {previous.version}", "path")
             self._count("ok")
+            _release_soon()  # again once ``previous`` (kept for a rollback) is gone
             return (200 if done else 202), self._result(previous, generation, started, done)
 
     def _await(self, generation: int) -> tuple[bool, list[int]]:
@@ -353,6 +359,25 @@ class ModelHolder:
                 "generation": generation, "path": self.current.path, "propagated": propagated,
                 "workers": {"live": len(acks), "switched": sum(a.get("generation") == generation for a in acks)},
                 "seconds": round(time.monotonic() - started, 3)}
+
+
+def release_memory() -> None:
+    """Free a replaced model's memory and hand it back to the OS.
+
+    glibc keeps freed heap pages in the process, so without ``malloc_trim`` every reload
+    would leave a worker's resident set one model larger (about 90 MB with the default).
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _release_soon() -> None:
+    timer = threading.Timer(RELEASE_DELAY, release_memory)
+    timer.daemon = True
+    timer.start()
 
 
 def _abs(path: str) -> str:

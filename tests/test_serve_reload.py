@@ -199,3 +199,21 @@ def test_a_worker_that_cannot_load_triggers_a_rollback(serve_bundle, serve_bundl
         assert publisher.current.version == version_of(serve_bundle) and publisher.current.generation == 2
     finally:
         publisher.close()
+
+
+def test_a_replaced_model_is_freed_after_the_reload(serve_bundle, serve_bundle_b, tmp_path):
+    """Nothing keeps the old model alive, so ``release_memory`` can hand its memory back."""
+    import weakref
+
+    from serve.reload import release_memory
+
+    holder = ModelHolder(str(serve_bundle), str(tmp_path), reload_wait=2)
+    holder.ensure_started()
+    try:
+        old = weakref.ref(holder.current.model)
+        status, _ = holder.reload(str(serve_bundle_b))
+        assert status == 200
+        release_memory()
+        assert old() is None
+    finally:
+        holder.close()
