@@ -9,6 +9,7 @@ apart); weights are sublinear TF (1 + ln tf) times smoothed IDF, L2-normalised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -207,16 +208,24 @@ class Featurizer:
         return rows[hit] * self.n_features + self._key_index[pos[hit]]
 
     def _word_pairs(self, texts: list[str]) -> np.ndarray:
-        """``row * n_features + index`` of every in-vocabulary word (and word bigram) occurrence."""
-        lookup, n_features, bigrams = self._words.get, self.n_features, self.config.word_bigrams
-        out: list[int] = []
-        for row, text in enumerate(texts):
-            words = [w for w in self.tokenizer.cut(text) if w != " "]
-            if bigrams:
-                words += [f"{a} {b}" for a, b in zip(words, words[1:])]
-            base = row * n_features
-            out += [base + i for i in map(lookup, words) if i is not None]
-        return np.array(out, dtype=np.int64)
+        """``row * n_features + index`` of every in-vocabulary word (and word bigram) occurrence.
+
+        The space token jieba emits is never in the vocabulary, so it needs no filter
+        except when forming bigrams.
+        """
+        words: list[str] = []
+        lengths: list[int] = []
+        for text in texts:
+            cut = self.tokenizer.cut(text)
+            if self.config.word_bigrams:
+                cut = [w for w in cut if w != " "]
+                cut += [f"{a} {b}" for a, b in zip(cut, cut[1:])]
+            words += cut
+            lengths.append(len(cut))
+        index = np.fromiter(map(self._words.get, words, repeat(-1)), dtype=np.int64, count=len(words))
+        rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        hit = index >= 0
+        return rows[hit] * self.n_features + index[hit]
 
     def transform(self, normalized_texts) -> "scipy.sparse.csr_matrix":  # noqa: F821
         """A CSR matrix of all texts (used by training and evaluation)."""

@@ -297,14 +297,17 @@ class Model:
                 prepared.append(exc)
         good = [p for p in prepared if not isinstance(p, InvalidTicketError)]
         probs, rows = self._predict([p[2] for p in good]) if good else ({}, [])
+        ranked = ({h: np.argsort(-probs[h], axis=1, kind="stable")[:, :TOP_K].tolist() for h in self.heads}
+                  if good else {})
+        probs = {h: pr.tolist() for h, pr in probs.items()}
         results, k = [], 0
         for p in prepared:
             if isinstance(p, InvalidTicketError):
                 results.append(p)
                 continue
             ticket, text, normalized = p
-            results.append(self._build_result(ticket, text, normalized,
-                                              {h: pr[k] for h, pr in probs.items()}, rows[k]))
+            results.append(self._build_result(ticket, text, normalized, {h: pr[k] for h, pr in probs.items()},
+                                              {h: r[k] for h, r in ranked.items()}, rows[k]))
             k += 1
         return results
 
@@ -334,17 +337,18 @@ class Model:
         outputs = self.session.run(self._outputs, {"indices": padded_indices, "weights": padded_weights})
         return dict(zip(self._outputs, outputs))
 
-    def _build_result(self, ticket: Ticket, text: str, normalized: str, probs: dict, row) -> TriageResult:
+    def _build_result(self, ticket: Ticket, text: str, normalized: str, probs: dict, ranked: dict,
+                      row) -> TriageResult:
+        """One ticket's result from its probabilities (lists per head) and top-k class indices."""
         heads: dict[str, HeadPrediction] = {}
         review_reasons: list[str] = []
         for name, head in self.heads.items():
-            p = probs[name]
-            best = int(np.argmax(p))
-            order = np.argsort(-p)[:TOP_K]
+            p, order = probs[name], ranked[name]
+            best = order[0]
             threshold = float(head.thresholds[best])
-            pred = HeadPrediction(label=head.labels[best], confidence=float(p[best]),
-                                  top=[(head.labels[j], float(p[j])) for j in order],
-                                  threshold=threshold, needs_review=float(p[best]) < threshold)
+            pred = HeadPrediction(label=head.labels[best], confidence=p[best],
+                                  top=[(head.labels[j], p[j]) for j in order],
+                                  threshold=threshold, needs_review=p[best] < threshold)
             heads[name] = pred
         hits = self.rules.match(normalized, text) if self.rules else []
         escalation: dict[str, list[dict]] = {}
