@@ -471,6 +471,18 @@ def test_dask_embedded_local_cluster_from_the_cli(tmp_path, bundle, train_rows):
     assert pq.read_table(dasked).equals(pq.read_table(single))
 
 
+def test_dask_tasks_are_runs_of_chunks_within_one_row_group():
+    pytest.importorskip("distributed")
+    from triage.relabel_dask import plan_tasks
+
+    # (index, start_row, row_group, offset, rows); chunk 2 is already done (resume)
+    pieces = [(0, 0, 0, 0, 10), (1, 10, 0, 10, 10), (3, 30, 0, 30, 10), (4, 40, 0, 40, 5),
+              (5, 45, 1, 0, 10), (6, 55, 1, 10, 10)]
+    tasks = plan_tasks(pieces, per_task=3)
+    assert [[p[0] for p in t] for t in tasks] == [[0, 1, 3], [4], [5, 6]]
+    assert all(len({p[2] for p in t}) == 1 for t in tasks)
+
+
 def test_dask_engine_needs_parquet(tmp_path, bundle, train_rows):
     src = tmp_path / "in.csv"
     write_rows(src, sample_rows(train_rows, 2), "csv")

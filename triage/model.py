@@ -215,6 +215,8 @@ class Model:
         self._flag_levels = ({r.flag: r.level for r in self.rules.rules if r.kind == "flag" and r.level}
                              if self.rules else {})
         self._flag_contrib = self._load_flag_contributions() if self.flag_heads else {}
+        self._flag_decisions = {f: (FLAG_PREFIX + f, head.labels.index("yes"), head.decision.get("flag_threshold", 1.01))
+                                for f, head in self.flag_heads.items()}
         urgency = self.heads.get("urgency")
         self._urgency_rules = urgency is not None and set(urgency.labels) == set(URGENCY_ORDER)
 
@@ -378,11 +380,11 @@ class Model:
     def _model_flags(self, probs: dict, row, normalized: str, text: str, found: dict) -> dict[str, list[dict]]:
         """Flags the flag heads add beyond the rules, with the features that pushed them as evidence."""
         out: dict[str, list[dict]] = {}
-        for flag, head in self.flag_heads.items():
+        for flag, (output, yes, threshold) in self._flag_decisions.items():
             if flag in found:
                 continue
-            p_yes = float(probs[FLAG_PREFIX + flag][head.labels.index("yes")])
-            if p_yes < head.decision.get("flag_threshold", 1.01):
+            p_yes = probs[output][yes]
+            if p_yes < threshold:
                 continue
             out[flag] = [{"source": "model", "probability": round(p_yes, 6), **span}
                          for span in self._evidence_spans(self._flag_contrib[flag], row, normalized, text)]
