@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from training.data import read_dataset
-from training.evaluate import choose_thresholds, fit_temperature, urgency_decision_threshold
+from training.evaluate import choose_thresholds, fit_temperature, recall_lower_bound, urgency_decision_threshold
 from training.train import TrainConfig, train
 from triage.features import FeatureConfig
 from triage.model import load
@@ -96,3 +96,14 @@ def test_same_day_threshold_meets_the_recall_target():
     t = urgency_decision_threshold(y, probs, labels, np.zeros(1000, bool), 0.98)
     recall = (((probs.argmax(1) == 1) | (probs[:, 1] >= t)) & (y == 1)).sum() / (y == 1).sum()
     assert recall >= 0.98
+    hits, n = int(recall * (y == 1).sum()), int((y == 1).sum())
+    cautious = urgency_decision_threshold(y, probs, labels, np.zeros(1000, bool), 0.98, confidence=0.95)
+    cautious_hits = int((((probs.argmax(1) == 1) | (probs[:, 1] >= cautious)) & (y == 1)).sum())
+    assert cautious <= t and recall_lower_bound(cautious_hits, n, 0.95) >= 0.98 > recall_lower_bound(hits, n, 0.95)
+
+
+def test_recall_lower_bound_is_below_the_estimate_and_tightens_with_n():
+    assert recall_lower_bound(98, 100, 0.5) == pytest.approx(0.98)
+    assert recall_lower_bound(98, 100, 0.95) < recall_lower_bound(980, 1000, 0.95) < 0.98
+    assert recall_lower_bound(0, 0, 0.95) == 0.0
+    assert recall_lower_bound(100, 100, 0.95) < 1.0

@@ -46,6 +46,9 @@ def register_train(sub) -> None:
     p.add_argument("--max-features", type=int, default=120_000)
     p.add_argument("--target-precision", type=float, default=0.90)
     p.add_argument("--same-day-recall", type=float, default=0.98)
+    p.add_argument("--same-day-confidence", type=float, default=0.95,
+                   help="the same_day threshold must reach --same-day-recall at this one-sided confidence "
+                        "on out-of-fold predictions (0.5: point estimate; default: %(default)s)")
     p.add_argument("--rules", help="rules JSON (default: the built-in lexicon)")
     p.add_argument("--userdict", help="jieba user dictionary (default: the built-in one)")
     p.add_argument("--baseline", action="append", choices=("fasttext", "sklearn_char_lr"), default=[],
@@ -75,7 +78,8 @@ def cmd_train(args) -> int:
         features=FeatureConfig(char_ngram_min=lo, char_ngram_max=hi, words=not args.no_words,
                                max_features=args.max_features),
         C=args.C, folds=args.folds, seed=args.seed, target_precision=args.target_precision,
-        same_day_recall=args.same_day_recall, rules=args.rules, userdict=args.userdict,
+        same_day_recall=args.same_day_recall, same_day_confidence=args.same_day_confidence,
+        rules=args.rules, userdict=args.userdict,
         name=args.name or Path(args.out).name, baselines=tuple(args.baseline), progress=True)
     manifest = train(config, args.out)
     cv = manifest["metrics"]["cv"]

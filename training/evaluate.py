@@ -83,22 +83,42 @@ def head_report(y: np.ndarray, probs: np.ndarray, labels: list[str], thresholds:
     return report
 
 
+def recall_lower_bound(hits: int, n: int, confidence: float) -> float:
+    """One-sided Wilson lower confidence bound of a recall of ``hits`` out of ``n``."""
+    from scipy.stats import norm
+
+    if n == 0:
+        return 0.0
+    if confidence <= 0.5:
+        return hits / n
+    z = float(norm.ppf(confidence))
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - spread) / (1 + z * z / n))
+
+
 def urgency_decision_threshold(y: np.ndarray, probs: np.ndarray, labels: list[str], floor: np.ndarray,
-                               target_recall: float) -> float:
+                               target_recall: float, confidence: float = 0.5) -> float:
     """Largest P(same_day) threshold whose same_day recall (with the rule floor) meets the target.
 
     ``floor`` marks rows the rules already raise to same_day. Chosen on out-of-fold
-    predictions of the training data, never on a test split.
+    predictions of the training data, never on a test split. With ``confidence`` above
+    0.5 the target must hold for the one-sided lower confidence bound of the recall,
+    not just its point estimate: out-of-fold recall is itself an estimate, and a
+    threshold that only just reaches the target on it misses it on new data about
+    half the time.
     """
     sd = labels.index("same_day")
     positives = y == sd
-    if not positives.any():
+    n_pos = int(positives.sum())
+    if not n_pos:
         return 0.5
     p = probs[:, sd]
     base = (probs.argmax(1) == sd) | floor
     for t in np.unique(np.round(p[positives], 6))[::-1]:
-        recall = ((base | (p >= t)) & positives).sum() / positives.sum()
-        if recall >= target_recall:
+        hits = int(((base | (p >= t)) & positives).sum())
+        if recall_lower_bound(hits, n_pos, confidence) >= target_recall:
             return float(min(t, 0.5))
     return 0.0
 

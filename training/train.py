@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     target_precision: float = 0.90
     same_day_recall: float = 0.98
+    same_day_confidence: float = 0.95
     min_same_day_threshold: float = 0.05
     rules: str | None = None
     userdict: str | None = None
@@ -197,7 +198,7 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
             floor = np.array([any(h.level == "same_day" for h in rules.match(t))
                               for t, keep in zip(normalized, m) if keep])
             decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
-                y[m], probs, labels[head], floor, config.same_day_recall))
+                y[m], probs, labels[head], floor, config.same_day_recall, config.same_day_confidence))
         for name, preds in baseline_preds.items():
             report.setdefault("baselines", {})[name] = {
                 k: v for k, v in head_report(y[m], np.eye(len(labels[head]))[preds[head][m]],

@@ -69,6 +69,7 @@ class TransformerConfig:
     max_train_minutes: float | None = None  # stop (keeping the best epoch) after this long
     target_precision: float = 0.90
     same_day_recall: float = 0.98
+    same_day_confidence: float = 0.95
     serve: str = "int8"  # "int8" or "fp32": the ONNX file the heads point at
     keep_fp32: bool = False  # also ship the fp32 file
     parity_texts: int = 400
@@ -382,7 +383,8 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
             floor = np.array([any(x.level == "same_day" for x in rules.match(t))
                               for t, keep in zip(dev_texts, m) if keep])
             decision["same_day_threshold"] = urgency_decision_threshold(y[m], probs, labels[h], floor,
-                                                                        config.same_day_recall)
+                                                                        config.same_day_recall,
+                                                                        config.same_day_confidence)
         temperatures[h] = temperature
         dev_report[h] = report
         heads_out[h] = {"labels": labels[h], "temperature": temperature, "thresholds": thresholds,
