@@ -356,7 +356,8 @@ def test_resume_after_kill_9_equals_uninterrupted_run(tmp_path, bundle, train_ro
 
 @pytest.mark.slow
 def test_resume_after_ctrl_c(tmp_path, bundle, train_rows):
-    src = big_input(tmp_path, train_rows, 3000, "csv")
+    # enough rows that the run cannot finish between the third marker and the signal
+    src = big_input(tmp_path, train_rows, 12000, "csv")
     args = ["--model", str(bundle), "--chunk-rows", "30"]
     out = tmp_path / "out.csv"
     proc = subprocess.Popen([sys.executable, "-m", "triage.cli", "relabel", str(src), str(out), *args],

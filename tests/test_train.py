@@ -102,6 +102,16 @@ def test_same_day_threshold_meets_the_recall_target():
     assert cautious <= t and recall_lower_bound(cautious_hits, n, 0.95) >= 0.98 > recall_lower_bound(hits, n, 0.95)
 
 
+def test_few_positives_fall_back_to_the_point_estimate():
+    labels = ["normal", "same_day", "within_24h"]
+    rng = np.random.default_rng(3)
+    y = rng.integers(3, size=60)
+    probs = rng.dirichlet([1, 1, 1], size=60)
+    floor = np.zeros(60, bool)
+    assert (urgency_decision_threshold(y, probs, labels, floor, 0.98, confidence=0.95)
+            == urgency_decision_threshold(y, probs, labels, floor, 0.98))
+
+
 def test_recall_lower_bound_is_below_the_estimate_and_tightens_with_n():
     assert recall_lower_bound(98, 100, 0.5) == pytest.approx(0.98)
     assert recall_lower_bound(98, 100, 0.95) < recall_lower_bound(980, 1000, 0.95) < 0.98

@@ -107,13 +107,17 @@ def urgency_decision_threshold(y: np.ndarray, probs: np.ndarray, labels: list[st
     0.5 the target must hold for the one-sided lower confidence bound of the recall,
     not just its point estimate: out-of-fold recall is itself an estimate, and a
     threshold that only just reaches the target on it misses it on new data about
-    half the time.
+    half the time. With too few positives for the bound to reach the target while
+    allowing a single miss, the point estimate is used: otherwise a small training set
+    would push the threshold to the floor and call nearly everything same_day.
     """
     sd = labels.index("same_day")
     positives = y == sd
     n_pos = int(positives.sum())
     if not n_pos:
         return 0.5
+    if recall_lower_bound(n_pos - 1, n_pos, confidence) < target_recall:
+        confidence = 0.5
     p = probs[:, sd]
     base = (probs.argmax(1) == sd) | floor
     for t in np.unique(np.round(p[positives], 6))[::-1]:
