@@ -356,12 +356,13 @@ def test_resume_after_kill_9_equals_uninterrupted_run(tmp_path, bundle, train_ro
 
 @pytest.mark.slow
 def test_resume_after_ctrl_c(tmp_path, bundle, train_rows):
-    # enough rows that the run cannot finish between the third marker and the signal
-    src = big_input(tmp_path, train_rows, 12000, "csv")
+    src = big_input(tmp_path, train_rows, 3000, "csv")
     args = ["--model", str(bundle), "--chunk-rows", "30"]
     out = tmp_path / "out.csv"
+    # a test run started in the background inherits SIGINT ignored, which the child would keep
     proc = subprocess.Popen([sys.executable, "-m", "triage.cli", "relabel", str(src), str(out), *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for_markers(Path(f"{out}.parts"), proc, 3)
         proc.send_signal(signal.SIGINT)
