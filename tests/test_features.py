@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triage.features import FeatureConfig, KeyTable, char_gram_keys, fit_featurizer, gram_key
-from triage.normalize import feature_text, normalize_text
+from triage.features import FeatureConfig, KeyTable, fit_featurizer
+from triage.normalize import normalize_text
 from triage.tokenize import WordTokenizer, read_userdict
 
 CORPUS = Path(__file__).resolve().parents[1] / "datasets" / "corpus"
@@ -64,13 +64,6 @@ def test_a_row_does_not_depend_on_its_batch(featurizer):
         row = np.zeros(featurizer.n_features, dtype=np.float32)
         row[idx] = w
         np.testing.assert_array_equal(batch[i], row)
-
-
-def test_char_gram_keys_match_gram_key():
-    text = feature_text(normalize_text("电梯困人，請立即處理😀"))
-    keys = char_gram_keys(text, 1, 3)
-    expected = [gram_key(text[i:i + n]) for n in (1, 2, 3) for i in range(len(text) - n + 1)]
-    assert keys.tolist() == expected
 
 
 @pytest.mark.parametrize("n", [0, 1, 50_000])

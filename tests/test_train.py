@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from training.data import read_dataset
-from training.evaluate import choose_thresholds, fit_temperature, recall_lower_bound, urgency_decision_threshold
+from training.evaluate import (choose_thresholds, fit_temperature, recall_lower_bound,
+                               urgency_decision_threshold)
 from training.train import TrainConfig, train
 from triage.features import FeatureConfig
 from triage.model import load

@@ -58,18 +58,6 @@ def gram_key(gram: str) -> int:
     return key
 
 
-def char_gram_keys(text: str, lo: int, hi: int) -> np.ndarray:
-    """Integer keys of all character n-grams of ``text`` for lo <= n <= hi (hi <= 3)."""
-    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    parts, keys = [], cps
-    for size in range(1, hi + 1):
-        if size > 1:
-            keys = (keys[:-1] << np.uint64(_CODE_BITS)) | cps[size - 1:]
-        if size >= lo:
-            parts.append(keys)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-
-
 class KeyTable:
     """A read-only open-addressing hash table from uint64 keys to int indices, probed in numpy.
 
@@ -152,7 +140,7 @@ class Featurizer:
 
     def transform_one(self, normalized: str) -> tuple[np.ndarray, np.ndarray]:
         """(feature indices, float32 weights) of one normalised text."""
-        indptr, indices, weights = self.transform_rows([normalized])
+        _, indices, weights = self.transform_rows([normalized])
         return indices, weights
 
     def transform_rows(self, normalized_texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,19 +148,20 @@ class Featurizer:
 
         All texts are featurised together: their n-gram keys are computed over one
         concatenated code-point array (n-grams that would cross a text boundary are
-        dropped), looked up in one ``searchsorted`` and counted per (row, feature) in one
-        ``np.unique``. Within a row, indices are ascending.
+        dropped), looked up in one pass (``KeyTable``, or binary search for a few keys)
+        and counted per (row, feature) in one ``np.unique``. Within a row, indices are
+        ascending.
         """
         texts = [feature_text(t) for t in normalized_texts]
         n_rows, n_features = len(texts), self.n_features
         if self._keyed:
             pairs = [self._char_pairs(texts)]
-        else:
-            pairs = [np.array([row * n_features + idx for row, t in enumerate(texts)
-                               for idx, c in self.reference_counts(t, featurised=True).items()
-                               for _ in range(c)], dtype=np.int64)]
-        if self._keyed and self.config.words and self.tokenizer is not None:
-            pairs.append(self._word_pairs(texts))
+            if self.config.words and self.tokenizer is not None:
+                pairs.append(self._word_pairs(texts))
+        else:  # n-grams longer than 3 have no integer key: count the analysed strings
+            counts = [(row * n_features + idx, c) for row, t in enumerate(texts)
+                      for idx, c in self.reference_counts(t, featurised=True).items()]
+            pairs = [np.repeat(np.array([k for k, _ in counts], dtype=np.int64), [c for _, c in counts])]
         codes, tf = np.unique(np.concatenate(pairs), return_counts=True)
         rows, indices = np.divmod(codes, n_features)
         weights = (1.0 + np.log(tf)) * self.idf[indices]

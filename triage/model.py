@@ -215,8 +215,9 @@ class Model:
         self._flag_levels = ({r.flag: r.level for r in self.rules.rules if r.kind == "flag" and r.level}
                              if self.rules else {})
         self._flag_contrib = self._load_flag_contributions() if self.flag_heads else {}
-        self._flag_decisions = {f: (FLAG_PREFIX + f, head.labels.index("yes"), head.decision.get("flag_threshold", 1.01))
-                                for f, head in self.flag_heads.items()}
+        self._flag_decisions = {
+            f: (FLAG_PREFIX + f, head.labels.index("yes"), head.decision.get("flag_threshold", 1.01))
+            for f, head in self.flag_heads.items()}
         urgency = self.heads.get("urgency")
         self._urgency_rules = urgency is not None and set(urgency.labels) == set(URGENCY_ORDER)
 

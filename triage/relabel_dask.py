@@ -29,7 +29,8 @@ CLUSTER_TIMEOUT = "60s"
 # One malloc arena: the task thread otherwise gets its own, ~55 MB more per worker.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
-    "distributed.nanny.pre-spawn-environ": {"MALLOC_ARENA_MAX": 1, "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1},
+    "distributed.nanny.pre-spawn-environ": {"MALLOC_ARENA_MAX": 1, "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1,
+                                            "OPENBLAS_NUM_THREADS": 1},
 }
 CHUNKS_PER_TASK = 4  # amortises opening a row group (~0.15 s) over ~6 s of scoring
 

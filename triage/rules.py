@@ -167,8 +167,7 @@ class RuleSet:
                 if start >= last:
                     spans.append((start, end))
                     last = end
-            if spans:
-                out.append((self.rules[k], spans))
+            out.append((self.rules[k], spans))
         return out
 
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
