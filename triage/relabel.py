@@ -365,9 +365,7 @@ class ChunkReader:
             if piece[0] not in self.done:
                 by_group.setdefault(piece[2], []).append(piece)
         for group, pieces in sorted(by_group.items()):
-            tables = read_parquet_pieces(self.job.input, group, pieces, self.job.chunk_rows)
-            for piece, table in zip(pieces, tables):
-                yield Chunk(piece[0], piece[1], table.combine_chunks())
+            yield from iter_parquet_chunks(self.job.input, group, pieces, self.job.chunk_rows)
 
 
 def decode_chunk(job: RelabelJob, chunk: Chunk) -> Rows:
@@ -425,6 +423,12 @@ def read_parquet_pieces(path: str | Path, group: int, pieces: list[tuple], chunk
             while buffered and first + buffered[0].num_rows <= offset:
                 first += buffered.pop(0).num_rows
             yield pa.Table.from_batches(buffered).slice(offset - first, rows)
+
+
+def iter_parquet_chunks(path: str | Path, group: int, pieces: list[tuple], chunk_rows: int) -> Iterator[Chunk]:
+    """The Chunk of each piece of ``pieces`` (sorted, all in row group ``group``), streamed."""
+    for piece, table in zip(pieces, read_parquet_pieces(path, group, pieces, chunk_rows)):
+        yield Chunk(piece[0], piece[1], table.combine_chunks())
 
 
 def count_rows(job: RelabelJob) -> int | None:

@@ -20,7 +20,7 @@ from typing import Callable
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from triage.relabel import Chunk, RelabelJob, get_model, process_chunk, read_parquet_pieces
+from triage.relabel import RelabelJob, get_model, iter_parquet_chunks, process_chunk
 
 CLUSTER_TIMEOUT = "60s"
 # Measured on 100k rows, 2 workers: the worker's sampling profiler (a 10 ms timer that
@@ -59,9 +59,8 @@ def plan_tasks(pieces: list[tuple], per_task: int = CHUNKS_PER_TASK) -> list[lis
 
 def relabel_task(pieces: list[tuple], job: RelabelJob) -> list[str]:
     """Score one task's chunks and write their part files; return their markers as JSON."""
-    tables = read_parquet_pieces(job.input, pieces[0][2], pieces, job.chunk_rows)
-    return [json.dumps(process_chunk(job, Chunk(piece[0], piece[1], table.combine_chunks())))
-            for piece, table in zip(pieces, tables)]
+    return [json.dumps(process_chunk(job, chunk))
+            for chunk in iter_parquet_chunks(job.input, pieces[0][2], pieces, job.chunk_rows)]
 
 
 def relabel_partition(tasks: list[list[tuple]], job: RelabelJob) -> list[str]:

@@ -65,7 +65,6 @@ class _Rule:
     kind: str
     flag: str | None
     level: str | None
-    pattern: re.Pattern
     parts: tuple[_Part, ...]
     exclude: re.Pattern | None
     hypothetical_blocks: bool
@@ -111,7 +110,6 @@ class RuleSet:
         exclude = raw.get("exclude") or []
         return _Rule(
             id=raw["id"], kind=kind, flag=raw.get("flag"), level=level,
-            pattern=re.compile("|".join(f"(?:{p})" for p in raw["patterns"]), re.IGNORECASE),
             parts=tuple(_compile_part(p) for p in raw["patterns"]),
             exclude=re.compile("|".join(f"(?:{p})" for p in exclude), re.IGNORECASE) if exclude else None,
             hypothetical_blocks=bool(raw.get("hypothetical_blocks", False)),
