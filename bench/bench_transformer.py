@@ -9,9 +9,16 @@
    (``train_transformer``, 10 % of the 80 % as dev split) train on the same 80 %
    and are scored on the same 20 %. The split files live in a temporary folder.
 2. datasets/corpus/{train,dev,test}.jsonl when present (all heads): same comparison.
+   Beside the two tiers, an ensemble (``training.ensemble.build_ensemble``): a second
+   linear bundle trained without the dev rows, weights per head chosen on the dev split
+   (for cocc: a grouped 10 % of the 80 %, the split the transformer stops early on),
+   scored on the same test split. The linear figure it is compared with is the linear
+   tier trained on all the training rows (dev included), the stronger baseline.
 3. Speed of the served int8 ONNX file on this machine: one 150-character ticket at
    a time (p50/p90 wall time with 2 threads, and single-thread CPU time, which other
-   load on a shared machine disturbs less) and batches of 32 tickets.
+   load on a shared machine disturbs less) and batches of 32 tickets; and a sweep of
+   layer counts (untrained heads: speed does not depend on the weights), with and
+   without onnxruntime's offline BERT fusion, on the pruned vocabulary.
 4. Fine-tuning time: measured minutes of the cocc run, scaled to 4,000 tickets;
    with ``--finetune-4000`` also a real run on 4,000 tickets of datasets/raw (4 heads).
 
@@ -76,7 +83,7 @@ def agreement(a: dict, b: dict) -> dict:
 
 
 def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path, *, fmt=None, columns=None,
-            dev_files=None) -> dict:
+            dev_files=None, linear_extra_files=()) -> dict:
     from training.train import TrainConfig, train
     from training.transformer.train import TransformerConfig, train_transformer
 
@@ -87,8 +94,8 @@ def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path
     if not args.skip_linear:
         t0 = time.monotonic()
         lin_dir = tmp / f"{name}-linear"
-        train(TrainConfig(data=[str(p) for p in train_files + (dev_files or [])], format=fmt, columns=columns,
-                          name=f"{name}-linear"), lin_dir)
+        train(TrainConfig(data=[str(p) for p in [*train_files, *(dev_files or []), *linear_extra_files]],
+                          format=fmt, columns=columns, name=f"{name}-linear"), lin_dir)
         result["linear"] = {"minutes": round((time.monotonic() - t0) / 60, 2),
                             "test": score_linear(lin_dir, test_file, fmt=fmt, columns=columns)}
         print(f"[{name}] linear: {json.dumps(result['linear'])}", file=sys.stderr)
@@ -115,7 +122,76 @@ def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path
     print(f"[{name}] transformer: {json.dumps({k: result['transformer'][k] for k in ('test_int8', 'minutes_total')})}",
           file=sys.stderr)
     result["_bundle"] = str(tr_dir)
+    if dev_files:
+        result["ensemble"] = ensemble(name, train_files, dev_files, test_file, tr_dir, tmp, fmt=fmt, columns=columns)
     return result
+
+
+def ensemble(name: str, train_files: list[Path], dev_files: list[Path], test_file: Path, tr_dir: Path, tmp: Path,
+             *, fmt=None, columns=None) -> dict:
+    """A linear bundle on the training rows only, combined with the transformer on the dev split."""
+    from training.ensemble import EnsembleConfig, build_ensemble
+    from training.train import TrainConfig, train
+
+    t0 = time.monotonic()
+    lin_dir = tmp / f"{name}-linear-train-only"
+    train(TrainConfig(data=[str(p) for p in train_files], format=fmt, columns=columns,
+                      name=f"{name}-linear-train-only"), lin_dir)
+    ens_dir = tmp / f"{name}-ensemble"
+    manifest = build_ensemble(EnsembleConfig(linear=str(lin_dir), transformer=str(tr_dir),
+                                             dev_data=[str(p) for p in dev_files], format=fmt, columns=columns,
+                                             name=f"{name}-ensemble"), ens_dir)
+    out = {"minutes": round((time.monotonic() - t0) / 60, 2),
+           "dev": {h: {"weights": m["weights"], "linear_train_only": m["linear"]["macro_f1"],
+                       "transformer": m["transformer"]["macro_f1"], "ensemble": m["ensemble"]["macro_f1"]}
+                   for h, m in manifest["metrics"]["dev"]["heads"].items()},
+           "test": score_linear(ens_dir, test_file, fmt=fmt, columns=columns),
+           "test_linear_train_only": score_linear(lin_dir, test_file, fmt=fmt, columns=columns)}
+    print(f"[{name}] ensemble: {json.dumps(out)}", file=sys.stderr)
+    return out
+
+
+def speed_sweep(texts: list[str], layer_counts: list[int], tmp: Path) -> dict:
+    """int8 speed by encoder depth, with and without offline BERT fusion (heads untrained)."""
+    import torch
+
+    from training.transformer.export import (ONNX_INT8, export_onnx, fuse_bert, quantize_int8,
+                                             write_transformer_bundle)
+    from training.transformer.modeling import ExportModule, MultiTaskModel
+    from training.transformer.train import TransformerConfig, _pad_id, load_encoder
+    from triage.transformer import TransformerTokenizer
+
+    normalized = [normalize_text(t) for t in texts]
+    out = {}
+    for layers in layer_counts:
+        encoder, hf_tok, info = load_encoder(TransformerConfig(data=[], layers=layers), normalized, lambda *a: None)
+        tok = TransformerTokenizer(hf_tok, max_length=128, pad_id=_pad_id(encoder, hf_tok))
+        torch.manual_seed(0)
+        module = ExportModule(MultiTaskModel(encoder, {"category": 12}), {})
+        fp32 = export_onnx(module, tmp / f"sweep{layers}" / "fp32.onnx", tok, normalized)
+        variants = {"unfused": fp32}
+        fused = tmp / f"sweep{layers}" / "fused.onnx"
+        try:
+            fuse_bert(fp32, fused, num_heads=encoder.config.num_attention_heads,
+                      hidden_size=encoder.config.hidden_size)
+            variants["fused"] = fused
+        except Exception as exc:  # the optimizer's failures are not typed
+            out[f"{layers}_fused_error"] = str(exc)[:200]
+        for variant, src in variants.items():
+            int8 = quantize_int8(src, tmp / f"sweep{layers}" / f"{variant}.int8.onnx")
+            bundle = tmp / f"sweep{layers}-{variant}"
+            write_transformer_bundle(bundle, onnx_files={ONNX_INT8: int8}, serve=ONNX_INT8,
+                                     tokenizer_json=hf_tok.to_str(), tokenizer_config=tok.config(),
+                                     heads={"category": {"labels": [f"c{i}" for i in range(12)], "temperature": 1.0,
+                                                         "thresholds": {}}},
+                                     rules_path=None, extra={"model_version": f"sweep{layers}"}, backbone=info)
+            result = speed(bundle, texts)
+            result.update(layers=layers, vocab_size=info["vocab_size"],
+                          int8_mb=round(int8.stat().st_size / 1e6, 1))
+            out[f"{layers}_{variant}"] = result
+            print(f"[sweep] {layers} layers {variant}: {json.dumps(result['single_150_chars_ms'])} "
+                  f"batch {result['batch_150_chars_per_s_2_threads']}/s", file=sys.stderr)
+    return out
 
 
 def speed(bundle: Path, texts: list[str], n_single: int = 200) -> dict:
@@ -165,6 +241,10 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--skip-linear", action="store_true")
     p.add_argument("--finetune-4000", action="store_true", help="also time a real run on 4,000 tickets")
+    p.add_argument("--sweep-layers", default="3,4,6", help="layer counts of the speed sweep ('' to skip)")
+    p.add_argument("--only", default="cocc,corpus,sweep", help="comma-separated parts to run")
+    p.add_argument("--keep-dir", help="write the bundles and splits here and keep them (default: a temporary folder)")
+    p.add_argument("--merge", action="store_true", help="update the parts run in an existing --out file")
     args = p.parse_args()
 
     import torch
@@ -174,18 +254,25 @@ def main() -> int:
                      "recipe": {"layers": args.layers, "max_length": args.max_length, "epochs": args.epochs,
                                 "batch_size": args.batch_size, "lr": args.lr, "quantisation": "dynamic int8, per-channel"}}
     with tempfile.TemporaryDirectory(prefix="bench-transformer-") as tmpdir:
-        tmp = Path(tmpdir)
+        tmp = Path(args.keep_dir) if args.keep_dir else Path(tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
         cocc = Path(args.cocc)
         bundle = None
-        if cocc.is_file():
+        parts = set(args.only.split(","))
+        if "cocc" in parts and cocc.is_file():
             lines = [ln.rstrip("\n").split("\t") for ln in cocc.read_text("utf-8").splitlines() if ln.strip()]
             texts, labels = [ln[0] for ln in lines], [ln[1] for ln in lines]
             tr, te = grouped_split(texts, labels)
-            for name, idx in (("train", tr), ("test", te)):
+            from training.transformer.train import dev_split
+
+            inner_tr, inner_dev = dev_split([normalize_text(texts[i]) for i in tr], [labels[i] for i in tr], 0.1, 0)
+            splits = {"train": tr[inner_tr], "dev": tr[inner_dev], "test": te}
+            for name, idx in splits.items():
                 (tmp / f"cocc_{name}.tsv").write_text("".join(f"{texts[i]}\t{labels[i]}\n" for i in idx), "utf-8")
             res = compare("cocc", [tmp / "cocc_train.tsv"], tmp / "cocc_test.tsv", args, tmp, fmt="tsv",
-                          columns=["text", "category"])
-            res["split"] = "fixed grouped stratified 80/20 (fold 0 of 5, seed 0); not 5-fold"
+                          columns=["text", "category"], dev_files=[tmp / "cocc_dev.tsv"])
+            res["split"] = ("fixed grouped stratified 80/20 (fold 0 of 5, seed 0), the 80 % split 90/10 into "
+                            "train/dev (grouped, stratified); not 5-fold")
             bundle = Path(res.pop("_bundle"))
             results["cocc"] = res
             results["speed"] = speed(bundle, [texts[i] for i in te])
@@ -195,16 +282,22 @@ def main() -> int:
                 "wall_as_measured": round(tr_min * scale, 1),
                 "cpu_minutes_over_2_cores": round(res["transformer"]["train_cpu_minutes"] * scale / 2, 1),
                 "note": "linear in rows at the same epochs; cpu/2 estimates an otherwise idle 2-core machine"}
-        else:
+        elif "cocc" in parts:
             results["cocc"] = f"skipped: {cocc} not found"
         corpus = REPO / "datasets" / "corpus"
-        if all((corpus / f"{s}.jsonl").is_file() for s in ("train", "dev", "test")):
+        if "corpus" in parts and all((corpus / f"{s}.jsonl").is_file() for s in ("train", "dev", "test")):
             res = compare("corpus", [corpus / "train.jsonl"], corpus / "test.jsonl", args, tmp,
                           dev_files=[corpus / "dev.jsonl"])
             res.pop("_bundle")
             results["corpus"] = res
-        else:
+        elif "corpus" in parts:
             results["corpus"] = "skipped: datasets/corpus/{train,dev,test}.jsonl not present"
+        if "sweep" in parts and args.sweep_layers:
+            sweep_texts = [json.loads(ln)["text"] for ln in (corpus / "test.jsonl").read_text("utf-8").splitlines()
+                           if ln.strip()] if (corpus / "test.jsonl").is_file() else []
+            if sweep_texts:
+                results["speed_sweep"] = speed_sweep(sweep_texts, [int(x) for x in args.sweep_layers.split(",")],
+                                                     tmp)
         if args.finetune_4000:
             from training.transformer.train import TransformerConfig, train_transformer
 
@@ -228,6 +321,8 @@ def main() -> int:
                         for h, r in m["metrics"]["dev"]["heads"].items()}}
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
+    if args.merge and out.is_file():
+        results = {**json.loads(out.read_text("utf-8")), **results}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, ensure_ascii=False, indent=1), "utf-8")
     print(json.dumps(results, ensure_ascii=False, indent=1))

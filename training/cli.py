@@ -94,6 +94,42 @@ def cmd_train(args) -> int:
     return 0
 
 
+def register_ensemble(sub) -> None:
+    p = sub.add_parser("ensemble", help="combine a linear and a transformer bundle, weights chosen on a dev split",
+                       description="Per head, serve (1 - w) * linear + w * transformer probabilities with w "
+                                   "chosen on the dev split (w = 0: linear alone, 1: transformer alone), then "
+                                   "fit the temperature, review thresholds and same_day threshold on that split. "
+                                   "The linear bundle must not have been trained on the dev rows.")
+    p.add_argument("--linear", required=True, help="a linear bundle trained without the dev rows")
+    p.add_argument("--transformer", required=True, help="a transformer bundle (dev rows used at most to stop early)")
+    p.add_argument("--dev-data", nargs="+", required=True, help="labelled dev split file(s)")
+    p.add_argument("--format", choices=("csv", "tsv", "jsonl"), help="default: from the file extension")
+    p.add_argument("--text-column", default="text", help="default: %(default)s")
+    p.add_argument("--head", action="append", metavar="NAME[=COLUMN]", help="a label head and its column (repeat)")
+    p.add_argument("--columns", help="comma-separated field names of a header-less CSV/TSV")
+    p.add_argument("--out", "-o", required=True, help="bundle directory to write")
+    p.add_argument("--name", help="model name (default: the --out folder name)")
+    p.add_argument("--target-precision", type=float, default=0.90)
+    p.add_argument("--same-day-recall", type=float, default=0.98)
+    p.add_argument("--same-day-confidence", type=float, default=0.95)
+    p.set_defaults(func=cmd_ensemble)
+
+
+def cmd_ensemble(args) -> int:
+    from training.ensemble import EnsembleConfig, build_ensemble, summarize
+
+    config = EnsembleConfig(linear=args.linear, transformer=args.transformer, dev_data=args.dev_data,
+                            text_column=args.text_column, heads=_heads(args.head), format=args.format,
+                            columns=args.columns.split(",") if args.columns else None,
+                            target_precision=args.target_precision, same_day_recall=args.same_day_recall,
+                            same_day_confidence=args.same_day_confidence, name=args.name or Path(args.out).name)
+    manifest = build_ensemble(config, args.out)
+    for line in summarize(manifest):
+        print(line)
+    print(f"wrote {args.out} ({manifest['model_version']})")
+    return 0
+
+
 def register_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a bundle on labelled data")
     _add_data_args(p)

@@ -210,11 +210,21 @@ class Model:
             self.flag_heads = {f: _Head(FLAG_PREFIX + f, spec, n_out[FLAG_PREFIX + f])
                                for f, spec in self.manifest.get("flag_heads", {}).items()}
             self._pad_index = self.featurizer.n_features
+        elif self.tier == "ensemble":
+            self._init_ensemble(threads=threads)
         else:
-            raise BundleError(f"unknown model tier {self.tier!r} (this triage serves 'linear' and 'transformer')")
+            raise BundleError(f"unknown model tier {self.tier!r} "
+                              "(this triage serves 'linear', 'transformer' and 'ensemble')")
         self._flag_levels = ({r.flag: r.level for r in self.rules.rules if r.kind == "flag" and r.level}
                              if self.rules else {})
-        self._flag_contrib = self._load_flag_contributions() if self.flag_heads else {}
+        if self.tier == "ensemble":
+            source = self._flag_source
+            self._flag_contrib = source._flag_contrib if source else {}
+            self._feature_names = getattr(source, "_feature_names", [])
+        elif self.flag_heads:
+            self._flag_contrib = self._load_flag_contributions()
+        else:
+            self._flag_contrib = {}
         self._flag_decisions = {
             f: (FLAG_PREFIX + f, head.labels.index("yes"), head.decision.get("flag_threshold", 1.01))
             for f, head in self.flag_heads.items()}
@@ -222,6 +232,40 @@ class Model:
         self._urgency_rules = urgency is not None and set(urgency.labels) == set(URGENCY_ORDER)
 
     # -- loading -----------------------------------------------------------------
+    def _init_ensemble(self, *, threads: int) -> None:
+        """Load the member bundles; per head, which members count, by what weight, in which column order.
+
+        Flag heads, their evidence and the sparse rows come from the member that has a
+        featurizer (the linear one); the ensemble's own rules and calendar apply.
+        """
+        self.members: dict[str, Model] = {}
+        for name, folder in self.manifest["members"].items():
+            member = Model(self.path / folder, verify=False, max_chars=self.max_chars, calendar=self.calendar,
+                           threads=threads)  # the ensemble's file list, verified above, covers the members' files
+            if member.tier == "ensemble":
+                raise BundleError(f"ensemble member {name!r} is itself an ensemble")
+            self.members[name] = member
+        self.heads = {name: _Head(name, spec, len(spec["labels"])) for name, spec in self.manifest["heads"].items()}
+        self._mix: dict[str, list[tuple[str, float, np.ndarray]]] = {}
+        for name, head in self.heads.items():
+            parts = []
+            for member_name, weight in self.manifest["heads"][name]["weights"].items():
+                member_head = self.members[member_name].heads.get(name)
+                if member_head is None or sorted(member_head.labels) != sorted(head.labels):
+                    raise BundleError(f"ensemble head {name!r}: member {member_name!r} does not predict its labels")
+                if weight > 0:
+                    parts.append((member_name, float(weight),
+                                  np.array([member_head.labels.index(lb) for lb in head.labels])))
+            self._mix[name] = parts
+        self._temperatures = {name: float(spec.get("temperature", 1.0)) for name, spec in self.manifest["heads"].items()}
+        self._flag_source_name = next((n for n, m in self.members.items() if m.featurizer is not None), None)
+        self._flag_source = self.members.get(self._flag_source_name)
+        self.featurizer = self._flag_source.featurizer if self._flag_source else None
+        self.flag_heads = self._flag_source.flag_heads if self._flag_source else {}
+        used = {m for parts in self._mix.values() for m, _, _ in parts}
+        self._active = [name for name in self.members
+                        if name in used or (name == self._flag_source_name and self.flag_heads)]
+
     def _load_featurizer(self) -> Featurizer:
         spec = self.manifest["features"]
         data = read_json_file(self.path, spec["vocabulary"])
@@ -323,9 +367,28 @@ class Model:
         """Probabilities of every head and flag head, and the sparse rows (linear tier only)."""
         if self.tier == "transformer":
             return self.scorer.predict_proba(normalized_texts), [None] * len(normalized_texts)
+        if self.tier == "ensemble":
+            return self._predict_ensemble(normalized_texts)
         indptr, indices, weights = self.featurizer.transform_rows(normalized_texts)
         rows = [(indices[a:b], weights[a:b]) for a, b in zip(indptr[:-1], indptr[1:])]
         return self._run(indptr, indices, weights), rows
+
+    def _predict_ensemble(self, normalized_texts: list[str]) -> tuple[dict[str, np.ndarray], list]:
+        """Each head: the weighted mean of its members' probabilities, then the head's temperature."""
+        outputs, rows = {}, [None] * len(normalized_texts)
+        for name in self._active:
+            member = self.members[name]
+            outputs[name], member_rows = member._predict(normalized_texts)
+            if name == self._flag_source_name:
+                rows = member_rows
+        probs = {}
+        for head, parts in self._mix.items():
+            mixed = sum(weight * outputs[member][head][:, columns].astype(np.float64)
+                        for member, weight, columns in parts)
+            probs[head] = sharpen(mixed, self._temperatures[head]).astype(np.float32)
+        for head in self.flag_heads.values():
+            probs[head.name] = outputs[self._flag_source_name][head.name]
+        return probs, rows
 
     def _run(self, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
         """One ONNX call for the whole batch, rows padded to one width with the pad index."""
@@ -443,6 +506,16 @@ class Model:
             pred.confidence = float(p[head.labels.index(final)])
             pred.needs_review = False
         return reasons
+
+
+def sharpen(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of ``probs`` raised to ``1 / temperature`` and renormalised (temperature 1: unchanged)."""
+    if temperature == 1.0:
+        return probs
+    logp = np.log(np.maximum(probs, 1e-12)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def load(path: str | Path | None = None, **kwargs) -> Model:
