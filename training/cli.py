@@ -21,8 +21,10 @@ def _heads(values: list[str] | None) -> dict[str, str] | None:
     return out
 
 
-def _add_data_args(p) -> None:
-    p.add_argument("--data", "-d", nargs="+", required=True, help="CSV, TSV or JSONL file(s)")
+def _add_data_args(p, *, data: bool = True) -> None:
+    """The labelled-data options; ``data=False`` leaves out ``--data`` for commands that name their files otherwise."""
+    if data:
+        p.add_argument("--data", "-d", nargs="+", required=True, help="CSV, TSV or JSONL file(s)")
     p.add_argument("--format", choices=("csv", "tsv", "jsonl"), help="default: from the file extension")
     p.add_argument("--text-column", default="text", help="default: %(default)s")
     p.add_argument("--head", action="append", metavar="NAME[=COLUMN]",
@@ -103,10 +105,7 @@ def register_ensemble(sub) -> None:
     p.add_argument("--linear", required=True, help="a linear bundle trained without the dev rows")
     p.add_argument("--transformer", required=True, help="a transformer bundle (dev rows used at most to stop early)")
     p.add_argument("--dev-data", nargs="+", required=True, help="labelled dev split file(s)")
-    p.add_argument("--format", choices=("csv", "tsv", "jsonl"), help="default: from the file extension")
-    p.add_argument("--text-column", default="text", help="default: %(default)s")
-    p.add_argument("--head", action="append", metavar="NAME[=COLUMN]", help="a label head and its column (repeat)")
-    p.add_argument("--columns", help="comma-separated field names of a header-less CSV/TSV")
+    _add_data_args(p, data=False)
     p.add_argument("--out", "-o", required=True, help="bundle directory to write")
     p.add_argument("--name", help="model name (default: the --out folder name)")
     p.add_argument("--target-precision", type=float, default=0.90)
