@@ -18,10 +18,8 @@ carries escalation-flag heads (they, their evidence and the rules come with it).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ import numpy as np
 
 from training.data import read_dataset
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, urgency_decision_threshold)
-from training.export import finish_bundle, library_versions, start_bundle
+from training.export import build_time, finish_bundle, library_versions, start_bundle
 from triage.bundle import SCHEMA_VERSION
 from triage.model import load, sharpen
 from triage.normalize import normalize_text
@@ -166,9 +164,7 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
             shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("*.tmp"))
     if rules_path:
         shutil.copyfile(rules_path, tmp / "lexicons" / "rules.json")
-    created = os.environ.get("SOURCE_DATE_EPOCH")
-    created_at = (dt.datetime.fromtimestamp(int(created), dt.timezone.utc) if created
-                  else dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+    created_at = build_time()
     versions = {m: members[m].model_version for m in MEMBERS if m in used}
     dev_sha = _data_sha(dev.texts, dev.labels)
     digest = hashlib.sha256(json.dumps([versions, dev_sha, heads_out], sort_keys=True).encode()).hexdigest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -106,6 +107,13 @@ def write_bundle(out_dir: Path, *, featurizer, heads: dict, rules_path: Path | N
         manifest["rules"] = "lexicons/rules.json"
     manifest["library_versions"] = library_versions()
     return finish_bundle(tmp, out_dir, manifest)
+
+
+def build_time() -> str:
+    """The bundle's ``created_at``: ``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now, UTC."""
+    created = os.environ.get("SOURCE_DATE_EPOCH")
+    when = dt.datetime.fromtimestamp(int(created), dt.timezone.utc) if created else dt.datetime.now(dt.timezone.utc)
+    return when.isoformat(timespec="seconds")
 
 
 def start_bundle(out_dir: Path, *subdirs: str) -> Path:

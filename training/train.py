@@ -9,8 +9,6 @@ refits on all data and writes the bundle.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from training.data import Dataset, read_dataset
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
                                urgency_decision_threshold)
 from training.drift import summarize_reference
-from training.export import write_bundle
+from training.export import build_time, write_bundle
 from triage.calendar import BusinessCalendar
 from triage.features import FeatureConfig, fit_featurizer
 from triage.normalize import normalize_text
@@ -218,9 +216,7 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
         coef, intercept = _coef(clf, len(labels[head]))
         heads_out[head]["coef"], heads_out[head]["intercept"] = coef, intercept
 
-    created = os.environ.get("SOURCE_DATE_EPOCH")
-    created_at = (dt.datetime.fromtimestamp(int(created), dt.timezone.utc) if created
-                  else dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+    created_at = build_time()
     version = f"{config.name}-{dataset.sha256[:8]}-{created_at[:10].replace('-', '')}"
     extra = {
         "model_version": version, "name": config.name, "created_at": created_at, "tier": "linear",

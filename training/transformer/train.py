@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import math
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data import Dataset, read_dataset
+from training.export import build_time
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
                                urgency_decision_threshold)
 from triage.calendar import BusinessCalendar
@@ -409,9 +409,7 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
         if config.keep_fp32:
             files[ONNX_FP32] = fp32
 
-        created = os.environ.get("SOURCE_DATE_EPOCH")
-        created_at = (dt.datetime.fromtimestamp(int(created), dt.timezone.utc) if created
-                      else dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+        created_at = build_time()
         version = f"{config.name}-{dataset.sha256[:8]}-{created_at[:10].replace('-', '')}"
         extra = {
             "model_version": version, "name": config.name, "created_at": created_at,
