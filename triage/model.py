@@ -218,7 +218,7 @@ class Model:
         self._flag_levels = ({r.flag: r.level for r in self.rules.rules if r.kind == "flag" and r.level}
                              if self.rules else {})
         if self.tier == "ensemble":
-            source = self._flag_source
+            source = self.members.get(self._flag_source_name)
             self._flag_contrib = source._flag_contrib if source else {}
             self._feature_names = getattr(source, "_feature_names", [])
         elif self.flag_heads:
@@ -259,9 +259,9 @@ class Model:
             self._mix[name] = parts
         self._temperatures = {name: float(spec.get("temperature", 1.0)) for name, spec in self.manifest["heads"].items()}
         self._flag_source_name = next((n for n, m in self.members.items() if m.featurizer is not None), None)
-        self._flag_source = self.members.get(self._flag_source_name)
-        self.featurizer = self._flag_source.featurizer if self._flag_source else None
-        self.flag_heads = self._flag_source.flag_heads if self._flag_source else {}
+        source = self.members.get(self._flag_source_name)
+        self.featurizer = source.featurizer if source else None
+        self.flag_heads = source.flag_heads if source else {}
         used = {m for parts in self._mix.values() for m, _, _ in parts}
         self._active = [name for name in self.members
                         if name in used or (name == self._flag_source_name and self.flag_heads)]
