@@ -267,6 +267,49 @@ def test_int8_agrees_with_fp32_on_test_split(tiny_bundle, tiny_data):
         assert (int8[head].argmax(1) == fp32[head].argmax(1)).mean() >= 0.99
 
 
+def test_int8_mixed_precision_is_recorded_and_kept_in_the_served_file(tiny_bundle):
+    import onnx
+
+    out, manifest = tiny_bundle
+    mixed = manifest["metrics"]["parity"]["int8_mixed_precision"]
+    assert mixed["candidates"] == 2  # one feed-forward down-projection per layer of the tiny encoder
+    assert len(mixed["kept_fp32"]) <= 3 and set(mixed["kept_fp32"]) <= set(
+        n.name for n in onnx.load(str(out / "encoder" / "model.fp32.onnx")).graph.node)
+    if mixed["kept_fp32"]:
+        assert mixed["error"] <= mixed["error_all_int8"] * 0.9
+    served = {n.name: n.op_type for n in onnx.load(str(out / "encoder" / "model.int8.onnx")).graph.node}
+    for name in mixed["kept_fp32"]:
+        assert served[name] == "MatMul"
+
+
+def test_down_projections_and_keep_fp32(tiny_backbone, tmp_path):
+    """down_projections finds the [intermediate, hidden] MatMuls; quantize_int8 leaves the named ones in fp32."""
+    import onnx
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    from training.transformer.export import (choose_fp32_matmuls, down_projections, export_onnx,
+                                             quantize_int8)
+    from training.transformer.modeling import ExportModule, MultiTaskModel
+
+    enc = transformers.BertModel.from_pretrained(str(tiny_backbone), add_pooling_layer=False,
+                                                 attn_implementation="eager")
+    torch.manual_seed(2)
+    module = ExportModule(MultiTaskModel(enc, {"a": 3}), {}).eval()
+    tt = TransformerTokenizer(Tokenizer.from_file(str(tiny_backbone / "tokenizer.json")), max_length=20, pad_id=1)
+    texts = ["退款没有到账", "信号很差，宽带断了", "客服态度差", "电梯坏了有人被困"]
+    fp32 = export_onnx(module, tmp_path / "fp32.onnx", tt, texts)
+    down = down_projections(fp32)
+    assert len(down) == 2 and all("output/dense" in n and "attention" not in n for n in down)
+
+    int8 = quantize_int8(fp32, tmp_path / "int8.onnx", keep_fp32=down[:1])
+    ops = {n.name: n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert ops[down[0]] == "MatMul" and down[1] not in ops  # replaced by its integer form
+    kept, report = choose_fp32_matmuls(fp32, tmp_path, tt, texts, ["a"], max_nodes=0)
+    assert kept == [] and report["kept_fp32"] == [] and report["error_all_int8"] >= 0.0
+
+
 def test_fp32_onnx_matches_torch_long_texts(tiny_backbone):
     """Head+tail truncation and padding: ONNX fp32 equals torch to 1e-4 on mixed-length batches."""
     import torch

@@ -73,6 +73,8 @@ class TransformerConfig:
     serve: str = "int8"  # "int8" or "fp32": the ONNX file the heads point at
     keep_fp32: bool = False  # also ship the fp32 file
     parity_texts: int = 400
+    int8_fp32_matmuls: int = 3  # at most this many feed-forward down-projections stay fp32 (0: all int8)
+    calibration_texts: int = 200  # training texts that choose them
     checkpoint_dir: str | None = None  # default: <out_dir>.ckpt beside the bundle
     checkpoint_every: int = 200
     resume: bool = True
@@ -212,8 +214,8 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
     """Fine-tune, calibrate on the dev split, export to ONNX and write the bundle; return the manifest."""
     import torch
 
-    from training.transformer.export import (ONNX_FP32, ONNX_INT8, export_onnx, parity, quantize_int8,
-                                             write_transformer_bundle)
+    from training.transformer.export import (ONNX_FP32, ONNX_INT8, choose_fp32_matmuls, export_onnx, parity,
+                                             quantize_int8, write_transformer_bundle)
     from training.transformer.modeling import ExportModule, MultiTaskModel
 
     say = (lambda *a: print(*a, file=sys.stderr)) if config.progress else (lambda *a: None)
@@ -400,9 +402,16 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
             pass
     with tempfile.TemporaryDirectory() as tmpdir:
         fp32 = export_onnx(export, Path(tmpdir) / "model.fp32.onnx", tok, dev_texts or train_texts)
-        int8 = quantize_int8(fp32, Path(tmpdir) / "model.int8.onnx")
+        rng = np.random.default_rng(config.seed)
+        calib = [train_texts[i] for i in sorted(rng.permutation(len(train_texts))[:config.calibration_texts])]
+        keep_fp32, mixed = choose_fp32_matmuls(fp32, tmpdir, tok, calib, list(export.names),
+                                               max_nodes=config.int8_fp32_matmuls, threads=threads)
+        say(f"transformer: int8 keeps {len(keep_fp32)} of {mixed['candidates']} down-projections in fp32 "
+            f"(calibration error {mixed['error_all_int8']} -> {mixed['error']})")
+        int8 = quantize_int8(fp32, Path(tmpdir) / "model.int8.onnx", keep_fp32=keep_fp32)
         check_texts = (dev_texts or train_texts)[:config.parity_texts]
         parity_report = parity(export, fp32, int8, tok, check_texts, threads=threads)
+        parity_report["int8_mixed_precision"] = mixed
         say("transformer: parity " + json.dumps({k: v for k, v in parity_report.items() if k != "int8_agreement"}))
         serve = ONNX_INT8 if config.serve == "int8" else ONNX_FP32
         files = {serve: int8 if config.serve == "int8" else fp32}
