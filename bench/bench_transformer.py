@@ -2,9 +2,10 @@
 
     python bench/bench_transformer.py [--cocc ../shared/datasets/public/cocc_dev.tsv] [--finetune-4000]
 
-1. cocc_dev.tsv (header-less ``text<TAB>category``): one fixed, grouped (identical
-   texts together), stratified 80/20 split (fold 0 of a seeded 5-fold split; the
-   other folds are not run). The linear tier (``training.train.train``, its own
+1. cocc_dev.tsv (header-less ``text<TAB>category``): the grouped (identical texts
+   together), stratified, seeded 5-fold split of ``triage train --folds 5``; fold 0
+   held out by default, ``--cocc-folds 0,1,2,3,4`` for all five (with the mean over
+   the folds run). The linear tier (``training.train.train``, its own
    5-fold calibration inside the 80 %) and the transformer tier
    (``train_transformer``, 10 % of the 80 % as dev split) train on the same 80 %
    and are scored on the same 20 %. The split files live in a temporary folder.
@@ -46,13 +47,40 @@ from triage.normalize import normalize_text  # noqa: E402
 from triage.transformer import TransformerScorer  # noqa: E402
 
 
-def grouped_split(texts: list[str], labels: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def grouped_split(texts: list[str], labels: list[str], fold: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``fold`` of the seeded grouped stratified 5-fold split ``triage train --folds 5`` uses."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     groups = np.unique(np.array([normalize_text(t) for t in texts]), return_inverse=True)[1]
     cv = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-    tr, te = next(cv.split(np.zeros(len(texts)), np.array(labels), groups))
-    return tr, te
+    return list(cv.split(np.zeros(len(texts)), np.array(labels), groups))[fold]
+
+
+def run_cocc_fold(texts: list[str], labels: list[str], fold: int, args, tmp: Path) -> dict:
+    """Linear, transformer and ensemble on one outer fold; the 80 % split 90/10 into train/dev."""
+    from training.transformer.train import dev_split
+
+    tr, te = grouped_split(texts, labels, fold)
+    inner_tr, inner_dev = dev_split([normalize_text(texts[i]) for i in tr], [labels[i] for i in tr], 0.1, 0)
+    name = "cocc" if fold == 0 else f"cocc{fold}"
+    for part, idx in {"train": tr[inner_tr], "dev": tr[inner_dev], "test": te}.items():
+        (tmp / f"{name}_{part}.tsv").write_text("".join(f"{texts[i]}\t{labels[i]}\n" for i in idx), "utf-8")
+    res = compare(name, [tmp / f"{name}_train.tsv"], tmp / f"{name}_test.tsv", args, tmp, fmt="tsv",
+                  columns=["text", "category"], dev_files=[tmp / f"{name}_dev.tsv"])
+    res["split"] = (f"grouped stratified 5-fold (seed 0), fold {fold} held out; the other 80 % split 90/10 into "
+                    "train/dev (grouped, stratified)")
+    return res
+
+
+def summarize_folds(folds: dict[int, dict]) -> dict:
+    """Mean test macro-F1 of each tier over the folds run (each scored on its own held-out fold)."""
+    def mean(tier: str, key: str) -> float:
+        return round(float(np.mean([r[tier][key]["category"]["macro_f1"] for r in folds.values()])), 4)
+
+    out = {"folds": sorted(folds), "linear": mean("linear", "test"),
+           "transformer_int8": mean("transformer", "test_int8"), "ensemble": mean("ensemble", "test")}
+    out["best_minus_linear_points"] = round(100 * (max(out["transformer_int8"], out["ensemble"]) - out["linear"]), 2)
+    return out
 
 
 def score_transformer(bundle: Path, texts: list[str], gold: dict[str, list], onnx_file: str | None = None) -> dict:
@@ -242,6 +270,7 @@ def main() -> int:
     p.add_argument("--skip-linear", action="store_true")
     p.add_argument("--finetune-4000", action="store_true", help="also time a real run on 4,000 tickets")
     p.add_argument("--sweep-layers", default="3,4,6", help="layer counts of the speed sweep ('' to skip)")
+    p.add_argument("--cocc-folds", default="0", help="outer folds of the cocc part, e.g. 0,1,2,3,4 for all five")
     p.add_argument("--only", default="cocc,corpus,sweep", help="comma-separated parts to run")
     p.add_argument("--keep-dir", help="write the bundles and splits here and keep them (default: a temporary folder)")
     p.add_argument("--merge", action="store_true", help="update the parts run in an existing --out file")
@@ -262,20 +291,17 @@ def main() -> int:
         if "cocc" in parts and cocc.is_file():
             lines = [ln.rstrip("\n").split("\t") for ln in cocc.read_text("utf-8").splitlines() if ln.strip()]
             texts, labels = [ln[0] for ln in lines], [ln[1] for ln in lines]
-            tr, te = grouped_split(texts, labels)
-            from training.transformer.train import dev_split
-
-            inner_tr, inner_dev = dev_split([normalize_text(texts[i]) for i in tr], [labels[i] for i in tr], 0.1, 0)
-            splits = {"train": tr[inner_tr], "dev": tr[inner_dev], "test": te}
-            for name, idx in splits.items():
-                (tmp / f"cocc_{name}.tsv").write_text("".join(f"{texts[i]}\t{labels[i]}\n" for i in idx), "utf-8")
-            res = compare("cocc", [tmp / "cocc_train.tsv"], tmp / "cocc_test.tsv", args, tmp, fmt="tsv",
-                          columns=["text", "category"], dev_files=[tmp / "cocc_dev.tsv"])
-            res["split"] = ("fixed grouped stratified 80/20 (fold 0 of 5, seed 0), the 80 % split 90/10 into "
-                            "train/dev (grouped, stratified); not 5-fold")
-            bundle = Path(res.pop("_bundle"))
+            folds = {}
+            for fold in (int(x) for x in args.cocc_folds.split(",")):
+                res = run_cocc_fold(texts, labels, fold, args, tmp)
+                bundle = Path(res.pop("_bundle"))
+                folds[fold] = res
+            res = folds[min(folds)]
+            if len(folds) > 1:
+                results["cocc_folds"] = {"per_fold": folds, "summary": summarize_folds(folds)}
             results["cocc"] = res
-            results["speed"] = speed(bundle, [texts[i] for i in te])
+            last_test = grouped_split(texts, labels, max(folds))[1]
+            results["speed"] = speed(bundle, [texts[i] for i in last_test])
             tr_min = res["transformer"]["train_minutes"]
             scale = 4000 / res["transformer"]["n_train"]
             results["finetune_4000_minutes_extrapolated"] = {
