@@ -19,7 +19,8 @@
    a time (p50/p90 wall time with 2 threads, and single-thread CPU time, which other
    load on a shared machine disturbs less) and batches of 32 tickets; and a sweep of
    layer counts (untrained heads: speed does not depend on the weights), with and
-   without onnxruntime's offline BERT fusion, on the pruned vocabulary.
+   without onnxruntime's offline BERT fusion, and with the most feed-forward
+   down-projections the recipe keeps in fp32 (3), on the pruned vocabulary.
 4. Fine-tuning time: measured minutes of the cocc run, scaled to 4,000 tickets;
    with ``--finetune-4000`` also a real run on 4,000 tickets of datasets/raw (4 heads).
 
@@ -183,7 +184,7 @@ def speed_sweep(texts: list[str], layer_counts: list[int], tmp: Path) -> dict:
     """int8 speed by encoder depth, with and without offline BERT fusion (heads untrained)."""
     import torch
 
-    from training.transformer.export import (ONNX_INT8, export_onnx, fuse_bert, quantize_int8,
+    from training.transformer.export import (ONNX_INT8, down_projections, export_onnx, fuse_bert, quantize_int8,
                                              write_transformer_bundle)
     from training.transformer.modeling import ExportModule, MultiTaskModel
     from training.transformer.train import TransformerConfig, _pad_id, load_encoder
@@ -205,8 +206,11 @@ def speed_sweep(texts: list[str], layer_counts: list[int], tmp: Path) -> dict:
             variants["fused"] = fused
         except Exception as exc:  # the optimizer's failures are not typed
             out[f"{layers}_fused_error"] = str(exc)[:200]
+        # the most the recipe keeps in fp32 (int8_fp32_matmuls=3): the slowest file training can write
+        variants["unfused_3_fp32_down"] = fp32
         for variant, src in variants.items():
-            int8 = quantize_int8(src, tmp / f"sweep{layers}" / f"{variant}.int8.onnx")
+            keep = down_projections(src)[:3] if variant.endswith("fp32_down") else ()
+            int8 = quantize_int8(src, tmp / f"sweep{layers}" / f"{variant}.int8.onnx", keep_fp32=keep)
             bundle = tmp / f"sweep{layers}-{variant}"
             write_transformer_bundle(bundle, onnx_files={ONNX_INT8: int8}, serve=ONNX_INT8,
                                      tokenizer_json=hf_tok.to_str(), tokenizer_config=tok.config(),

@@ -19,19 +19,20 @@ def test_defaults_use_the_builtin_backbone():
     config = config_from_args(args)
     assert config.backbone is None and config.layers == 6 and config.prune_vocab
     assert config.name == "tx" and config.serve == "int8" and config.resume
+    assert config.int8_fp32_matmuls == 3
 
 
 def test_options_reach_the_config():
     args = _parse(["train", "--tier", "transformer", "--data", "a.tsv", "--columns", "text,category", "--out", "m",
                    "--backbone", "/ckpt", "--layers", "0", "--no-prune-vocab", "--max-length", "256",
                    "--head-tokens", "64", "--epochs", "2", "--dev-data", "d.tsv", "--max-train-minutes", "5",
-                   "--keep-fp32", "--no-resume", "--head", "category"])
+                   "--keep-fp32", "--no-resume", "--head", "category", "--int8-fp32-matmuls", "0"])
     config = config_from_args(args)
     assert config.backbone == "/ckpt" and config.layers is None and not config.prune_vocab
     assert (config.max_length, config.head_tokens, config.epochs) == (256, 64, 2)
     assert config.columns == ["text", "category"] and config.dev_data == ["d.tsv"]
     assert config.heads == {"category": "category"} and config.keep_fp32 and not config.resume
-    assert config.max_train_minutes == 5
+    assert config.max_train_minutes == 5 and config.int8_fp32_matmuls == 0
 
 
 def test_fingerprint_ignores_threads_and_budget_only():
