@@ -307,7 +307,7 @@ def test_down_projections_and_keep_fp32(tiny_backbone, tmp_path):
     ops = {n.name: n.op_type for n in onnx.load(str(int8)).graph.node}
     assert ops[down[0]] == "MatMul" and down[1] not in ops  # replaced by its integer form
     kept, report = choose_fp32_matmuls(fp32, tmp_path, tt, texts, ["a"], max_nodes=0)
-    assert kept == [] and report["kept_fp32"] == [] and report["error_all_int8"] >= 0.0
+    assert kept == [] and report["kept_fp32"] == [] and report["error"] == report["error_all_int8"] >= 0.0
 
 
 def test_fp32_onnx_matches_torch_long_texts(tiny_backbone):

@@ -48,7 +48,8 @@ def config_from_args(args):
         prune_vocab=not args.no_prune_vocab, max_length=args.max_length, head_tokens=args.head_tokens,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, patience=args.patience,
         seed=args.seed, threads=args.threads, max_train_minutes=args.max_train_minutes, serve=args.serve,
-        keep_fp32=args.keep_fp32, int8_fp32_matmuls=args.int8_fp32_matmuls, checkpoint_dir=args.checkpoint_dir, resume=not args.no_resume,
+        keep_fp32=args.keep_fp32, int8_fp32_matmuls=args.int8_fp32_matmuls, checkpoint_dir=args.checkpoint_dir,
+        resume=not args.no_resume,
         target_precision=args.target_precision, same_day_recall=args.same_day_recall,
         same_day_confidence=args.same_day_confidence, rules=args.rules,
         name=args.name or Path(args.out).name, progress=True)

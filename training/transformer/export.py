@@ -122,8 +122,9 @@ def choose_fp32_matmuls(fp32_path: str | Path, workdir: str | Path, tokenizer, t
     Each candidate is scored by the int8 error (mean over texts and heads of the L1
     distance between int8 and fp32 probabilities) with that node alone kept in fp32;
     then, most helpful first, up to ``max_nodes`` are kept while each cuts the error by
-    at least ``min_gain`` (relative). A handful of fp32 MatMuls out of dozens costs a few
-    per cent of speed. Pass dev texts, never the test split.
+    at least ``min_gain`` (relative). Each one kept costs speed: three of twelve layers' a
+    few per cent, three of four layers' about 30 % (bench/README.md). Training passes a
+    sample of its training texts; never pass the test split.
     """
     workdir = Path(workdir)
     ref = run_onnx(ort_session(fp32_path, threads), tokenizer, texts, names)
@@ -133,13 +134,14 @@ def choose_fp32_matmuls(fp32_path: str | Path, workdir: str | Path, tokenizer, t
         got = run_onnx(ort_session(path, threads), tokenizer, texts, names)
         return float(np.mean([np.abs(got[n] - ref[n]).sum(1).mean() for n in names]))
 
-    report = {"candidates": 0, "error_all_int8": round(error([]), 5), "kept_fp32": [], "error": None}
+    all_int8 = round(error([]), 5)
+    report = {"candidates": 0, "error_all_int8": all_int8, "kept_fp32": [], "error": all_int8}
     if max_nodes <= 0:
         return [], report
     candidates = down_projections(fp32_path)
     report["candidates"] = len(candidates)
     alone = sorted((error([c]), c) for c in candidates)
-    kept, best = [], report["error_all_int8"]
+    kept, best = [], all_int8
     for _, node in alone[:max_nodes]:
         trial = error(kept + [node])
         if trial > best * (1 - min_gain):
