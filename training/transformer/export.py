@@ -128,11 +128,14 @@ def choose_fp32_matmuls(fp32_path: str | Path, workdir: str | Path, tokenizer, t
     """
     workdir = Path(workdir)
     ref = run_onnx(ort_session(fp32_path, threads), tokenizer, texts, names)
+    scored: dict[tuple[str, ...], float] = {}
 
     def error(keep: list[str]) -> float:
-        path = quantize_int8(fp32_path, workdir / f"calib{len(keep)}.int8.onnx", keep_fp32=keep)
-        got = run_onnx(ort_session(path, threads), tokenizer, texts, names)
-        return float(np.mean([np.abs(got[n] - ref[n]).sum(1).mean() for n in names]))
+        if tuple(keep) not in scored:
+            path = quantize_int8(fp32_path, workdir / f"calib{len(keep)}.int8.onnx", keep_fp32=keep)
+            got = run_onnx(ort_session(path, threads), tokenizer, texts, names)
+            scored[tuple(keep)] = float(np.mean([np.abs(got[n] - ref[n]).sum(1).mean() for n in names]))
+        return scored[tuple(keep)]
 
     all_int8 = round(error([]), 5)
     report = {"candidates": 0, "error_all_int8": all_int8, "kept_fp32": [], "error": all_int8}
