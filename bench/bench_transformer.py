@@ -21,7 +21,11 @@
    layer counts (untrained heads: speed does not depend on the weights), with and
    without onnxruntime's offline BERT fusion, and with the most feed-forward
    down-projections the recipe keeps in fp32 (3), on the pruned vocabulary.
-4. Fine-tuning time: measured minutes of the cocc run, scaled to 4,000 tickets;
+4. Distillation (``--teacher BUNDLE``, corpus part): the transformer trained is a
+   student that also learns the teacher bundle's probabilities, on the training split
+   and on ``--unlabeled-public N`` texts drawn from the public data (telecom complaints,
+   hotel and take-away reviews; none equal to a corpus text) that only the teacher labels.
+5. Fine-tuning time: measured minutes of the cocc run, scaled to 4,000 tickets;
    with ``--finetune-4000`` also a real run on 4,000 tickets of datasets/raw (4 heads).
 
 Run heavy work under ``nice``; the machine's load average is recorded with the figures.
@@ -84,6 +88,31 @@ def summarize_folds(folds: dict[int, dict]) -> dict:
     return out
 
 
+def public_unlabeled(n: int, public: Path, exclude: set[str], seed: int = 0) -> list[str]:
+    """``n`` distinct texts: half telecom complaints (cocc), a quarter each hotel and take-away reviews."""
+    import csv
+
+    pools = {"cocc_dev.tsv": [ln.split("\t")[0] for ln in (public / "cocc_dev.tsv").read_text("utf-8").splitlines()
+                              if ln.strip()]}
+    for name in ("ChnSentiCorp_htl_all.csv", "waimai_10k.csv"):
+        with open(public / name, encoding="utf-8-sig", newline="") as fh:
+            pools[name] = [row["review"] for row in csv.DictReader(fh) if row.get("review", "").strip()]
+    rng = np.random.default_rng(seed)
+    seen = set(exclude)
+    out = []
+    for name, share in (("cocc_dev.tsv", 0.5), ("ChnSentiCorp_htl_all.csv", 0.25), ("waimai_10k.csv", 0.25)):
+        want = int(round(n * share))
+        for i in rng.permutation(len(pools[name])):
+            if want == 0:
+                break
+            text = pools[name][i]
+            if normalize_text(text) not in seen and len(text.strip()) >= 8:
+                seen.add(normalize_text(text))
+                out.append(text)
+                want -= 1
+    return out
+
+
 def score_transformer(bundle: Path, texts: list[str], gold: dict[str, list], onnx_file: str | None = None) -> dict:
     manifest = read_manifest(bundle)
     scorer = TransformerScorer(bundle, manifest, threads=2, onnx_file=onnx_file)
@@ -132,7 +161,8 @@ def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path
                             format=fmt, columns=columns, layers=args.layers or None, max_length=args.max_length,
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, keep_fp32=True,
                             name=f"{name}-transformer", progress=True, threads=2,
-                            checkpoint_dir=str(tmp / f"{name}.ckpt"))
+                            checkpoint_dir=str(tmp / f"{name}.ckpt"), teacher=getattr(args, "teacher", None),
+                            unlabeled_data=getattr(args, "unlabeled_files", None))
     tr_dir = tmp / f"{name}-transformer"
     t0 = time.monotonic()
     manifest = train_transformer(cfg, tr_dir)
@@ -146,6 +176,7 @@ def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path
         "epochs_run": len(manifest["training"]["history"]), "best_epoch": manifest["training"]["best_epoch"],
         "history": [{k: v for k, v in h.items() if k != "heads"} for h in manifest["training"]["history"]],
         "backbone": manifest["features"]["backbone"], "parity_dev": manifest["metrics"]["parity"],
+        "distillation": manifest["training"].get("distillation"),
         "test_int8": int8, "test_fp32": fp32, "int8_vs_fp32_label_agreement_test": agreement(p8, p32),
         "bundle_mb": round(sum(p.stat().st_size for p in tr_dir.rglob("*") if p.is_file()) / 1e6, 1)}
     print(f"[{name}] transformer: {json.dumps({k: result['transformer'][k] for k in ('test_int8', 'minutes_total')})}",
@@ -278,14 +309,20 @@ def main() -> int:
     p.add_argument("--only", default="cocc,corpus,sweep", help="comma-separated parts to run")
     p.add_argument("--keep-dir", help="write the bundles and splits here and keep them (default: a temporary folder)")
     p.add_argument("--merge", action="store_true", help="update the parts run in an existing --out file")
+    p.add_argument("--teacher", help="corpus part: distil from this bundle (e.g. the 12-layer corpus transformer)")
+    p.add_argument("--unlabeled-public", type=int, default=0,
+                   help="with --teacher: this many public texts the teacher labels for the student")
     args = p.parse_args()
+    args.unlabeled_files = None
 
     import torch
 
     torch.set_num_threads(2)
     results: dict = {"machine": {"cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
                      "recipe": {"layers": args.layers, "max_length": args.max_length, "epochs": args.epochs,
-                                "batch_size": args.batch_size, "lr": args.lr, "quantisation": "dynamic int8, per-channel"}}
+                                "batch_size": args.batch_size, "lr": args.lr, "quantisation": "dynamic int8, per-channel",
+                                **({"teacher": args.teacher, "unlabeled_public": args.unlabeled_public}
+                                   if args.teacher else {})}}
     with tempfile.TemporaryDirectory(prefix="bench-transformer-") as tmpdir:
         tmp = Path(args.keep_dir) if args.keep_dir else Path(tmpdir)
         tmp.mkdir(parents=True, exist_ok=True)
@@ -316,6 +353,13 @@ def main() -> int:
             results["cocc"] = f"skipped: {cocc} not found"
         corpus = REPO / "datasets" / "corpus"
         if "corpus" in parts and all((corpus / f"{s}.jsonl").is_file() for s in ("train", "dev", "test")):
+            if args.teacher and args.unlabeled_public:
+                corpus_texts = {normalize_text(json.loads(ln)["text"]) for s in ("train", "dev", "test")
+                                for ln in (corpus / f"{s}.jsonl").read_text("utf-8").splitlines() if ln.strip()}
+                extra = public_unlabeled(args.unlabeled_public, cocc.parent, corpus_texts)
+                (tmp / "unlabeled.jsonl").write_text(
+                    "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in extra), "utf-8")
+                args.unlabeled_files = [str(tmp / "unlabeled.jsonl")]
             res = compare("corpus", [corpus / "train.jsonl"], corpus / "test.jsonl", args, tmp,
                           dev_files=[corpus / "dev.jsonl"])
             res.pop("_bundle")

@@ -396,3 +396,46 @@ def test_e5s1_reader_and_dequantiser(tmp_path):
     w = dequantize_q4_0(raw, 64)
     assert w[0] == 3.5 and w[16] == 0.5 and w[35] == 0.0 and w[51] == -16.0
     assert w[1] == -4.0  # nibble 0 -> -8 * 0.5
+
+
+# --------------------------------------------------------------------------- distillation
+def test_soft_loss_is_zero_when_the_student_matches_the_teacher():
+    torch = pytest.importorskip("torch")
+    from training.transformer.distill import soft_loss
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    teacher = torch.softmax(logits, dim=1)
+    assert float(soft_loss(logits, teacher, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_loss(-logits, teacher, 2.0)) > 0.1
+
+
+def test_distillation_adds_unseen_unlabelled_texts_and_records_the_teacher(tiny_backbone, tiny_data, tiny_bundle,
+                                                                            tmp_path):
+    from training.transformer.train import train_transformer
+
+    teacher, teacher_manifest = tiny_bundle
+    train_rows = [json.loads(line) for line in tiny_data[0].read_text("utf-8").splitlines()]
+    unlabeled = tmp_path / "history.jsonl"
+    texts = [{"text": r["text"]} for r in _rows(40, seed=7)] + [{"text": train_rows[0]["text"]}]
+    unlabeled.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in texts), "utf-8")
+    manifest = train_transformer(_config(tiny_backbone, tiny_data, epochs=2, keep_fp32=False, teacher=str(teacher),
+                                         unlabeled_data=[str(unlabeled)], distill_weight=0.7), tmp_path / "student")
+    record = manifest["training"]["distillation"]
+    assert record["teacher"]["model_version"] == teacher_manifest["model_version"]
+    assert record["teacher"]["heads"] == ["category", "urgency"]
+    assert (record["unlabeled_read"], record["unlabeled_used"]) == (41, 40)  # a training text is not added twice
+    assert manifest["training"]["n_train"] == 120 + 40
+    assert manifest["heads"]["category"]["labels"] == ["billing", "network", "service"]
+
+
+def test_distillation_refuses_a_teacher_with_other_labels_and_unlabelled_data_without_teacher(
+        tiny_backbone, tiny_data, tiny_bundle, tmp_path):
+    from training.transformer.train import train_transformer
+
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"text": r["text"], "category": "x" if i % 2 else "y"}, ensure_ascii=False)
+                             + "\n" for i, r in enumerate(_rows(30))), "utf-8")
+    with pytest.raises(ValueError, match="head 'category' predicts"):
+        train_transformer(_config(tiny_backbone, (other, None), teacher=str(tiny_bundle[0])), tmp_path / "a")
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train_transformer(_config(tiny_backbone, tiny_data, unlabeled_data=[str(other)]), tmp_path / "b")

@@ -44,3 +44,12 @@ def test_fingerprint_ignores_threads_and_budget_only():
     assert replace(config, threads=1, max_train_minutes=3).fingerprint("sha") == fp
     assert replace(config, lr=1e-3).fingerprint("sha") != fp
     assert config.fingerprint("other") != fp
+
+
+def test_distillation_options_reach_the_config():
+    args = _parse(["train", "--tier", "transformer", "--data", "a.jsonl", "--out", "m", "--teacher", "models/deep",
+                   "--unlabeled-data", "h1.csv", "h2.jsonl", "--distill-weight", "0.8",
+                   "--distill-temperature", "3"])
+    config = config_from_args(args)
+    assert config.teacher == "models/deep" and config.unlabeled_data == ["h1.csv", "h2.jsonl"]
+    assert (config.distill_weight, config.distill_temperature) == (0.8, 3.0)

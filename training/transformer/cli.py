@@ -33,6 +33,13 @@ def add_transformer_args(p) -> None:
     g.add_argument("--int8-fp32-matmuls", type=int, default=3,
                    help="at most this many feed-forward down-projections stay fp32 in the int8 file, chosen on "
                         "training texts by how much int8 error each removes; 0: all int8 (default %(default)s)")
+    g.add_argument("--teacher", help="distil: a bundle (e.g. a deeper transformer) whose probabilities the student "
+                                     "also learns from")
+    g.add_argument("--unlabeled-data", nargs="+", help="texts without labels (CSV/TSV/JSONL with the text column) "
+                                                       "that the teacher labels for the student; needs --teacher")
+    g.add_argument("--distill-weight", type=float, default=0.5,
+                   help="share of the teacher's soft targets in the loss (default %(default)s)")
+    g.add_argument("--distill-temperature", type=float, default=2.0, help="softening of both sides (default %(default)s)")
     g.add_argument("--checkpoint-dir", help="default: OUT.ckpt beside the bundle")
     g.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
 
@@ -49,7 +56,8 @@ def config_from_args(args):
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, patience=args.patience,
         seed=args.seed, threads=args.threads, max_train_minutes=args.max_train_minutes, serve=args.serve,
         keep_fp32=args.keep_fp32, int8_fp32_matmuls=args.int8_fp32_matmuls, checkpoint_dir=args.checkpoint_dir,
-        resume=not args.no_resume,
+        resume=not args.no_resume, teacher=args.teacher, unlabeled_data=args.unlabeled_data,
+        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
         target_precision=args.target_precision, same_day_recall=args.same_day_recall,
         same_day_confidence=args.same_day_confidence, rules=args.rules,
         name=args.name or Path(args.out).name, progress=True)

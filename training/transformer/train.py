@@ -9,6 +9,11 @@ thresholds. Training state is checkpointed every ``checkpoint_every`` steps and 
 each epoch end, and a run started again with the same config and data resumes
 where it stopped. The result is exported to ONNX (fp32 and per-channel int8),
 checked for parity, and written as a bundle of tier ``transformer``.
+
+With a ``teacher`` bundle the loss also pulls the student towards the teacher's
+probabilities (``training.transformer.distill``), on the labelled training texts and
+on ``unlabeled_data``: the way to a few-layer encoder that serves fast but has
+learnt from a deeper one.
 """
 
 from __future__ import annotations
@@ -79,6 +84,10 @@ class TransformerConfig:
     checkpoint_every: int = 200
     resume: bool = True
     keep_checkpoint: bool = False
+    teacher: str | None = None  # a bundle whose probabilities are soft targets (distillation)
+    unlabeled_data: list[str] | None = None  # texts without labels that only the teacher labels
+    distill_weight: float = 0.5  # share of the soft-target loss; the labels get the rest
+    distill_temperature: float = 2.0
     rules: str | None = None
     calendar: dict | None = None
     max_chars: int = 5000
@@ -210,12 +219,48 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def add_distillation(config: TransformerConfig, train_texts: list[str], dev_texts: list[str], y_tr: dict,
+                     labels: dict, say) -> tuple[list[str], dict, dict, dict | None, str]:
+    """Append the unlabelled texts (unseen ones only) and score everything with the teacher.
+
+    Returns the training texts, their hard targets (-1 for unlabelled rows), the soft
+    targets per head, a record for the manifest and a digest that changes with them.
+    """
+    if not config.teacher:
+        if config.unlabeled_data:
+            raise ValueError("unlabeled_data needs a teacher to label it")
+        return train_texts, y_tr, {}, None, ""
+    if not 0.0 < config.distill_weight <= 1.0 or config.distill_temperature <= 0:
+        raise ValueError("distill_weight must be in (0, 1] and distill_temperature positive")
+    from training.transformer.distill import read_unlabeled, teacher_targets
+
+    started = time.monotonic()
+    extra, extra_sha, n_read = [], "", 0
+    if config.unlabeled_data:
+        raw, extra_sha = read_unlabeled(config.unlabeled_data, config.text_column)
+        n_read = len(raw)
+        seen = set(train_texts) | set(dev_texts)
+        for text in (normalize_text(t) for t in raw):
+            if text not in seen:
+                seen.add(text)
+                extra.append(text)
+        say(f"transformer: {len(extra)} of {n_read} unlabelled texts are new; the teacher labels them")
+    texts = train_texts + extra
+    y = {h: np.concatenate([v, np.full(len(extra), -1, dtype=v.dtype)]) for h, v in y_tr.items()}
+    soft, info = teacher_targets(config.teacher, texts, labels, progress=config.progress)
+    record = {"teacher": info, "unlabeled_read": n_read, "unlabeled_used": len(extra),
+              "weight": config.distill_weight, "temperature": config.distill_temperature,
+              "teacher_minutes": round((time.monotonic() - started) / 60, 2)}
+    return texts, y, soft, record, info["digest"] + extra_sha
+
+
 def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
     """Fine-tune, calibrate on the dev split, export to ONNX and write the bundle; return the manifest."""
     import torch
 
     from training.transformer.export import (ONNX_FP32, ONNX_INT8, choose_fp32_matmuls, export_onnx, parity,
                                              quantize_int8, write_transformer_bundle)
+    from training.transformer.distill import soft_loss
     from training.transformer.modeling import ExportModule, MultiTaskModel
 
     say = (lambda *a: print(*a, file=sys.stderr)) if config.progress else (lambda *a: None)
@@ -255,6 +300,10 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
         y_dev = {h: y[dev_idx] for h, y in y_all.items()}
     say(f"transformer: {len(train_texts)} training and {len(dev_texts)} dev texts, heads "
         + ", ".join(f"{h} ({len(lb)})" for h, lb in labels.items()))
+    train_texts, y_tr, soft, distillation, distill_sha = add_distillation(config, train_texts, dev_texts, y_tr,
+                                                                           labels, say)
+    if distill_sha:
+        data_sha = hashlib.sha256((data_sha + distill_sha).encode()).hexdigest()
 
     encoder, hf_tokenizer, backbone = load_encoder(config, train_texts + dev_texts, say)
     say(f"transformer: backbone {backbone['source']}: {backbone['layers']}/{backbone['layers_full']} layers, "
@@ -283,6 +332,7 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
     targets = {h: torch.from_numpy(y) for h, y in y_tr.items()}
+    soft_targets = {h: torch.from_numpy(p) for h, p in soft.items()}
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)
 
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else out_dir.with_name(out_dir.name + ".ckpt")
@@ -323,6 +373,9 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
             logits = model(torch.from_numpy(ids), torch.from_numpy(mask))
             loss = sum(loss_fn(logits[h], targets[h][idx]) for h in logits
                        if bool((targets[h][idx] >= 0).any()))
+            if soft_targets:
+                loss = (1 - config.distill_weight) * loss + config.distill_weight * sum(
+                    soft_loss(logits[h], p[idx], config.distill_temperature) for h, p in soft_targets.items())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -427,6 +480,7 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
             "training": {"data_sha256": dataset.sha256, "sources": [Path(s).name for s in dataset.sources],
                          "n_rows": len(dataset), "n_train": len(train_texts), "n_dev": len(dev_texts),
                          "label_counts": dataset.label_counts(), "config": config.to_dict(),
+                         **({"distillation": distillation} if distillation else {}),
                          "history": state["history"], "best_epoch": state["best_epoch"],
                          "train_minutes": round(train_minutes, 2),
                          "train_cpu_minutes": round(train_cpu_minutes, 2), "threads": threads},
