@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import file_sha256, read_dataset
+from training.data import read_dataset
 
 
 def read_unlabeled(paths: list[str], text_column: str = "text", fmt: str | None = None) -> tuple[list[str], str]:
     """Texts of unlabelled files (CSV, TSV or JSONL with a ``text_column``) and their digest."""
     data = read_dataset([Path(p) for p in paths], text_column=text_column, heads={}, fmt=fmt)
-    return data.texts, file_sha256([Path(p) for p in paths])
+    return data.texts, data.sha256
 
 
 def teacher_targets(teacher_path: str, normalized: list[str], labels: dict[str, list[str]],
