@@ -106,8 +106,9 @@ def public_unlabeled(n: int, public: Path, exclude: set[str], seed: int = 0) -> 
             if want == 0:
                 break
             text = pools[name][i]
-            if normalize_text(text) not in seen and len(text.strip()) >= 8:
-                seen.add(normalize_text(text))
+            key = normalize_text(text)
+            if key not in seen and len(text.strip()) >= 8:
+                seen.add(key)
                 out.append(text)
                 want -= 1
     return out
@@ -141,7 +142,7 @@ def agreement(a: dict, b: dict) -> dict:
 
 
 def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path, *, fmt=None, columns=None,
-            dev_files=None, linear_extra_files=()) -> dict:
+            dev_files=None, linear_extra_files=(), teacher=None, unlabeled_files=None) -> dict:
     from training.train import TrainConfig, train
     from training.transformer.train import TransformerConfig, train_transformer
 
@@ -161,8 +162,8 @@ def compare(name: str, train_files: list[Path], test_file: Path, args, tmp: Path
                             format=fmt, columns=columns, layers=args.layers or None, max_length=args.max_length,
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, keep_fp32=True,
                             name=f"{name}-transformer", progress=True, threads=2,
-                            checkpoint_dir=str(tmp / f"{name}.ckpt"), teacher=getattr(args, "teacher", None),
-                            unlabeled_data=getattr(args, "unlabeled_files", None))
+                            checkpoint_dir=str(tmp / f"{name}.ckpt"), teacher=teacher,
+                            unlabeled_data=unlabeled_files)
     tr_dir = tmp / f"{name}-transformer"
     t0 = time.monotonic()
     manifest = train_transformer(cfg, tr_dir)
@@ -313,7 +314,6 @@ def main() -> int:
     p.add_argument("--unlabeled-public", type=int, default=0,
                    help="with --teacher: this many public texts the teacher labels for the student")
     args = p.parse_args()
-    args.unlabeled_files = None
 
     import torch
 
@@ -353,15 +353,16 @@ def main() -> int:
             results["cocc"] = f"skipped: {cocc} not found"
         corpus = REPO / "datasets" / "corpus"
         if "corpus" in parts and all((corpus / f"{s}.jsonl").is_file() for s in ("train", "dev", "test")):
+            unlabeled_files = None
             if args.teacher and args.unlabeled_public:
                 corpus_texts = {normalize_text(json.loads(ln)["text"]) for s in ("train", "dev", "test")
                                 for ln in (corpus / f"{s}.jsonl").read_text("utf-8").splitlines() if ln.strip()}
                 extra = public_unlabeled(args.unlabeled_public, cocc.parent, corpus_texts)
                 (tmp / "unlabeled.jsonl").write_text(
                     "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in extra), "utf-8")
-                args.unlabeled_files = [str(tmp / "unlabeled.jsonl")]
+                unlabeled_files = [str(tmp / "unlabeled.jsonl")]
             res = compare("corpus", [corpus / "train.jsonl"], corpus / "test.jsonl", args, tmp,
-                          dev_files=[corpus / "dev.jsonl"])
+                          dev_files=[corpus / "dev.jsonl"], teacher=args.teacher, unlabeled_files=unlabeled_files)
             res.pop("_bundle")
             results["corpus"] = res
         elif "corpus" in parts:
