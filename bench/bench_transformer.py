@@ -204,7 +204,8 @@ def ensemble(name: str, train_files: list[Path], dev_files: list[Path], test_fil
                                              name=f"{name}-ensemble"), ens_dir)
     out = {"minutes": round((time.monotonic() - t0) / 60, 2),
            "dev": {h: {"weights": m["weights"], "linear_train_only": m["linear"]["macro_f1"],
-                       "transformer": m["transformer"]["macro_f1"], "ensemble": m["ensemble"]["macro_f1"]}
+                       "transformer": m["transformer"]["macro_f1"], "ensemble": m["ensemble"]["macro_f1"],
+                       **({"int8_agreement": m["int8_agreement"]} if "int8_agreement" in m else {})}
                    for h, m in manifest["metrics"]["dev"]["heads"].items()},
            "test": score_linear(ens_dir, test_file, fmt=fmt, columns=columns),
            "test_linear_train_only": score_linear(lin_dir, test_file, fmt=fmt, columns=columns)}

@@ -40,7 +40,7 @@ def members(tmp_path_factory):
     train(TrainConfig(data=[str(train_file)], folds=2, name="lin",
                       features=FeatureConfig(words=False, max_features=2000, min_df=1)), linear)
     transformer = root / "transformer"
-    _handmade_bundle(transformer)
+    _handmade_bundle(transformer, fp32_noise=0.5)
     return root, linear, transformer, dev_file
 
 
@@ -87,6 +87,42 @@ def test_weight_has_the_lowest_dev_log_loss_of_the_grid(ensemble):
         assert {g["weight"] for g in m["grid"]} == {round(k / 10, 1) for k in range(11)}
         chosen = next(g for g in m["grid"] if g["weight"] == m["weights"].get("transformer", 0.0))
         assert chosen["log_loss"] == min(g["log_loss"] for g in m["grid"]), head
+
+
+def test_int8_agreement_of_served_labels_is_recorded_when_the_fp32_file_ships(members, tmp_path):
+    _, linear, transformer, dev_file = members
+    manifest = build_ensemble(EnsembleConfig(linear=str(linear), transformer=str(transformer), dev_data=[str(dev_file)],
+                                             grid=(0.5,), name="half"), tmp_path / "half")
+    parts = {"linear": triage.load(linear), "transformer": triage.load(transformer),
+             "fp32": triage.load(transformer, onnx_file="encoder/model.fp32.onnx")}
+    texts = [normalize_text(json.loads(line)["text"]) for line in dev_file.read_text("utf-8").splitlines()]
+    probs = {name: m.predict_proba(texts) for name, m in parts.items()}
+    mixed_heads = [h for h, spec in manifest["heads"].items() if spec["weights"].get("transformer", 0) > 0]
+    assert mixed_heads == ["category", "urgency"]
+    for head in mixed_heads:
+        spec, got = manifest["heads"][head], manifest["metrics"]["dev"]["heads"][head]["int8_agreement"]
+
+        def served(transformer_probs, head=head, spec=spec):
+            mixed = 0
+            for name, weight in spec["weights"].items():
+                p = transformer_probs if name == "transformer" else probs[name][head]
+                order = [parts[name].heads[head].labels.index(lb) for lb in spec["labels"]]
+                mixed = mixed + weight * p[:, order].astype(np.float64)
+            return sharpen(mixed, spec["temperature"]).argmax(1)
+
+        assert got["served"] == round(float((served(probs["transformer"][head])
+                                             == served(probs["fp32"][head])).mean()), 4)
+        assert got["transformer"] == round(float((probs["transformer"][head].argmax(1)
+                                                  == probs["fp32"][head].argmax(1)).mean()), 4)
+        assert got["transformer"] < 1.0
+
+
+def test_onnx_file_must_be_one_the_bundle_ships(members):
+    _, linear, transformer, _ = members
+    with pytest.raises(BundleError, match="ships no ONNX file"):
+        triage.load(transformer, onnx_file="../elsewhere.onnx")
+    with pytest.raises(BundleError, match="is linear"):
+        triage.load(linear, onnx_file="encoder/model.fp32.onnx")
 
 
 def test_loaded_ensemble_mixes_member_probabilities(ensemble, members):

@@ -92,8 +92,12 @@ def test_tokenizer_truncates_head_and_tail():
     assert ids[0, mask[0].sum():].tolist() == [1] * (10 - mask[0].sum())
 
 
-def _handmade_bundle(root: Path) -> dict:
-    """An ONNX graph with the transformer interface: masked mean of embeddings -> softmax heads."""
+def _handmade_bundle(root: Path, fp32_noise: float | None = None) -> dict:
+    """An ONNX graph with the transformer interface: masked mean of embeddings -> softmax heads.
+
+    With ``fp32_noise`` the bundle also ships ``encoder/model.fp32.onnx``: the same graph
+    with Gaussian noise of that scale on the head weights, standing in for the unquantised encoder.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -124,6 +128,13 @@ def _handmade_bundle(root: Path) -> dict:
     (root / "encoder").mkdir(parents=True)
     (root / "tokenizer").mkdir()
     onnx.save(model, str(root / "encoder" / "model.int8.onnx"))
+    if fp32_noise is not None:
+        for init in model.graph.initializer:
+            if init.name.startswith("W_"):
+                w = numpy_helper.to_array(init)
+                init.CopyFrom(numpy_helper.from_array(
+                    (w + fp32_noise * rng.normal(size=w.shape)).astype(np.float32), init.name))
+        onnx.save(model, str(root / "encoder" / "model.fp32.onnx"))
     tok.save(str(root / "tokenizer" / "tokenizer.json"))
     from triage.bundle import sha256_file
 
@@ -131,7 +142,10 @@ def _handmade_bundle(root: Path) -> dict:
                 "heads": {h: {"labels": lb, "onnx": "encoder/model.int8.onnx", "output": f"probs_{h}",
                               "thresholds": {x: 0.0 for x in lb}} for h, lb in heads.items()},
                 "features": {"type": "transformer", "vocabulary": "tokenizer/tokenizer.json",
-                             "config": {"max_length": 16, "head_tokens": 8, "prefix": "", "pad_id": 1}}}
+                             "config": {"max_length": 16, "head_tokens": 8, "prefix": "", "pad_id": 1},
+                             "onnx": {"serve": "encoder/model.int8.onnx",
+                                      "available": sorted(str(p.relative_to(root))
+                                                          for p in (root / "encoder").glob("*.onnx"))}}}
     manifest["files"] = {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
     (root / "manifest.json").write_text(json.dumps(manifest), "utf-8")
     return manifest

@@ -14,6 +14,9 @@ have used them only to stop early. The test split is never read here.
 
 Members are scored through ``triage.load``, the code that serves them, so the
 dev-split metrics recorded in the manifest are those of the exported ONNX files.
+When the transformer member also ships its fp32 file (``--keep-fp32``), each mixed
+head records ``int8_agreement``: the share of dev rows whose served label stays the
+same with the fp32 encoder, beside the transformer's own int8/fp32 agreement.
 A member no head gives weight is left out of the bundle, except a linear member that
 carries escalation-flag heads (they, their evidence and the rules come with it).
 """
@@ -32,6 +35,7 @@ import numpy as np
 from training.data import read_dataset
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, urgency_decision_threshold)
 from training.export import build_time, finish_bundle, library_versions, start_bundle
+from training.transformer.export import ONNX_FP32
 from triage.bundle import SCHEMA_VERSION
 from triage.model import load, sharpen
 from triage.normalize import normalize_text
@@ -78,6 +82,10 @@ def choose_weight(y: np.ndarray, p_linear: np.ndarray, p_transformer: np.ndarray
     return best["weight"], scored
 
 
+def _agree(a: np.ndarray, b: np.ndarray) -> float:
+    return round(float((a.argmax(1) == b.argmax(1)).mean()), 4)
+
+
 def _data_sha(texts: list[str], labels: dict) -> str:
     return hashlib.sha256(json.dumps([texts, labels], ensure_ascii=False).encode("utf-8")).hexdigest()
 
@@ -113,7 +121,13 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
     rules_path = members["linear"].path / rules_rel if rules_rel else None
     rules = load_rules(rules_path) if rules_path else None
 
-    heads_out, dev_metrics = {}, {}
+    fp32_probs = None
+    shipped = members["transformer"].manifest.get("features", {}).get("onnx", {}).get("available", [])
+    if ONNX_FP32 in shipped and members["transformer"].scorer.onnx_file != ONNX_FP32:
+        fp32_model = load(config.transformer, onnx_file=ONNX_FP32)
+        fp32_probs = {h: p[:, [fp32_model.heads[h].labels.index(lb) for lb in labels[h]]].astype(np.float64)
+                      for h, p in fp32_model.predict_proba(normalized).items()}
+    heads_out, dev_metrics, agreement = {}, {}, {}
     for h, names in owners.items():
         if h not in dev.labels:  # served by its one member as trained
             spec = members[names[0]].manifest["heads"][h]
@@ -145,6 +159,11 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
             decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
                 y, served, labels[h], floor, config.same_day_recall, config.same_day_confidence))
         report = head_report(y, served, labels[h], thresholds)
+        if fp32_probs is not None and weights.get("transformer", 0) > 0:
+            ref = sharpen(sum(w * (fp32_probs[h][keep] if name == "transformer" else member_probs[name])
+                              for name, w in weights.items()), temperature)
+            agreement[h] = {"served": _agree(served, ref),
+                            "transformer": _agree(member_probs["transformer"], fp32_probs[h][keep])}
         heads_out[h] = {"labels": labels[h], "weights": weights, "temperature": temperature,
                         "thresholds": thresholds, "decision": decision,
                         "metrics": {"dev_accuracy": report["accuracy"], "dev_macro_f1": report["macro_f1"],
@@ -154,6 +173,8 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
                                                               for v in dev.labels[h])),
                           **{name: {k: v for k, v in head_report(y, member_probs[name], labels[h]).items()
                                     if k in ("accuracy", "macro_f1")} for name in names}}
+        if h in agreement:
+            dev_metrics[h]["int8_agreement"] = agreement[h]
 
     used = {m for spec in heads_out.values() for m, w in spec["weights"].items() if w > 0}
     if members["linear"].flag_heads:
@@ -195,8 +216,11 @@ def summarize(manifest: dict) -> list[str]:
     for head, m in manifest["metrics"]["dev"]["heads"].items():
         members = ", ".join(f"{name} {m[name]['macro_f1']}" for name in MEMBERS if name in m)
         weights = ", ".join(f"{name} {w}" for name, w in m["weights"].items())
-        lines.append(f"{head}: weights {weights}; dev macro-F1 {members}, served {m['ensemble']['macro_f1']} "
-                     f"(n {m['n']})")
+        line = f"{head}: weights {weights}; dev macro-F1 {members}, served {m['ensemble']['macro_f1']} (n {m['n']})"
+        if "int8_agreement" in m:
+            line += (f"; int8/fp32 label agreement served {m['int8_agreement']['served']}, "
+                     f"transformer alone {m['int8_agreement']['transformer']}")
+        lines.append(line)
     return lines
 
 

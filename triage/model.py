@@ -182,7 +182,7 @@ class Model:
     """A loaded bundle. ``score`` and ``score_batch`` are safe to call from many threads."""
 
     def __init__(self, path: str | Path, *, verify: bool = True, max_chars: int | None = None,
-                 calendar: BusinessCalendar | None = None, threads: int = 1):
+                 calendar: BusinessCalendar | None = None, threads: int = 1, onnx_file: str | None = None):
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         if verify:
@@ -192,11 +192,16 @@ class Model:
         self.calendar = calendar or BusinessCalendar.from_dict(self.manifest.get("calendar"))
         self.tier = self.manifest.get("tier", "linear")
         self.rules: RuleSet | None = self._load_rules()
+        if onnx_file is not None and self.tier != "transformer":
+            raise BundleError(f"onnx_file picks one of a transformer bundle's files; {self.path} is {self.tier}")
         if self.tier == "transformer":
             from triage.transformer import TransformerScorer
 
             self.featurizer = None
-            self.scorer = TransformerScorer(self.path, self.manifest, threads=threads)
+            available = self.manifest.get("features", {}).get("onnx", {}).get("available", [])
+            if onnx_file is not None and onnx_file not in available:
+                raise BundleError(f"{self.path} ships no ONNX file {onnx_file!r} (it has {available})")
+            self.scorer = TransformerScorer(self.path, self.manifest, threads=threads, onnx_file=onnx_file)
             self.heads = {name: _Head(name, spec, len(spec["labels"])) for name, spec in self.manifest["heads"].items()}
             self.flag_heads = {}
         elif self.tier == "linear":
