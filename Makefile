@@ -12,7 +12,7 @@ export SOURCE_DATE_EPOCH ?= 1764000000
 
 BACKBONE := .backbone/multilingual-e5-small
 
-.PHONY: setup run test test-fast model corpus corpus-check eval bench bench-cocc backbone bench-transformer clean
+.PHONY: setup run test test-fast model corpus corpus-check eval bench bench-cocc bench-external backbone bench-transformer clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,9 @@ bench: model
 
 bench-cocc: setup
 	$(PY) bench/bench_cocc.py --out bench/results/cocc.json
+
+bench-external: model
+	$(PY) bench/bench_external.py --model $(MODEL) --out bench/results/external.json
 
 backbone: $(BACKBONE)/backbone.json
 
