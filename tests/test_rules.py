@@ -38,6 +38,13 @@ def hit_ids(rules, text):
     ("这是我第三次打电话了还没人管", "flag.repeat_complaint"),
     ("要求双倍赔偿我的损失", "flag.compensation_demand"),
     ("孩子在大堂摔伤了腿，流了很多血", "flag.injury"),
+    ("商场关门了，我和同事被锁在里面出不去", "urgency.people_trapped"),
+    ("有人自称客服，正让我开会议软件共享屏幕退款", "urgency.ongoing_violation"),
+    ("余额正一笔笔往外扣，我什么都没操作", "urgency.ongoing_violation"),
+    ("门口一个男的拿着铁棍砸车，还嚷着要动手", "urgency.ongoing_violation"),
+    ("你们收款码从上午开始全部失败，顾客都付不了款", "urgency.service_down"),
+    ("支付app从中午到现在一直闪退打不开", "urgency.service_down"),
+    ("天花板大量漏水，水顺着墙往充值机里流", "urgency.flooding"),
 ])
 def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
@@ -58,6 +65,8 @@ def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     ("邻居家着火了我打了119", "flag.police"),                         # 119 is not police
     ("电梯广告太吵了", "urgency.elevator_stopped"),
     ("手机没电了，充电桩在哪", "urgency.power_outage"),
+    ("车钥匙锁在里面了，能帮忙叫个开锁的吗", "urgency.people_trapped"),
+    ("水管我打算要自己动手修", "urgency.ongoing_violation"),
 ])
 def test_rule_stays_silent_on_denied_resolved_hypothetical_and_lookalikes(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)
