@@ -45,6 +45,7 @@ def hit_ids(rules, text):
     ("你们收款码从上午开始全部失败，顾客都付不了款", "urgency.service_down"),
     ("支付app从中午到现在一直闪退打不开", "urgency.service_down"),
     ("天花板大量漏水，水顺着墙往充值机里流", "urgency.flooding"),
+    ("停电前冰箱还好好的，现在停电三个小时了", "urgency.power_outage"),
 ])
 def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
@@ -67,6 +68,9 @@ def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     ("手机没电了，充电桩在哪", "urgency.power_outage"),
     ("车钥匙锁在里面了，能帮忙叫个开锁的吗", "urgency.people_trapped"),
     ("水管我打算要自己动手修", "urgency.ongoing_violation"),
+    ("建议以后停电前提前通知一下业主", "urgency.power_outage"),            # suggestion about future cuts
+    ("希望停水停电的公告也能发到业主群", "urgency.water_outage"),
+    ("下次停气能不能早点说", "urgency.gas_outage"),
 ])
 def test_rule_stays_silent_on_denied_resolved_hypothetical_and_lookalikes(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)
