@@ -117,6 +117,35 @@ def test_int8_agreement_of_served_labels_is_recorded_when_the_fp32_file_ships(me
         assert got["transformer"] < 1.0
 
 
+def test_ensemble_keeps_the_linear_members_same_day_decision_as_a_floor(tmp_path):
+    rows = _rows(240, seed=7)
+    for i, row in enumerate(rows):
+        if row["urgency"] == "normal" and i % 3 == 0:
+            row["urgency"] = "within_24h"
+    train_file, dev_file = _write(tmp_path / "train.jsonl", rows[:180]), _write(tmp_path / "dev.jsonl", rows[180:])
+    linear = tmp_path / "linear"
+    train(TrainConfig(data=[str(train_file)], folds=2, name="lin", flag_heads=False,
+                      features=FeatureConfig(words=False, max_features=2000, min_df=1)), linear)
+    transformer = tmp_path / "transformer"
+    _handmade_bundle(transformer, urgency=("same_day", "within_24h", "normal"))
+    manifest = build_ensemble(EnsembleConfig(linear=str(linear), transformer=str(transformer),
+                                             dev_data=[str(dev_file)], grid=(1.0,), same_day_recall=0.0,
+                                             name="floor"), tmp_path / "ens")  # its own threshold catches little
+    assert manifest["heads"]["urgency"]["decision"]["member_floor"] == "linear"
+    weights = manifest["heads"]["urgency"]["weights"]
+    assert weights["transformer"] == 1.0 and weights.get("linear", 0.0) == 0.0
+    assert (tmp_path / "ens" / "linear" / "manifest.json").is_file()  # kept for the floor alone
+
+    texts = [r["text"] for r in rows[180:]]
+    served = [r.to_dict()["urgency"] for r in triage.load(tmp_path / "ens").score_batch(texts)]
+    alone = [r.to_dict()["urgency"] for r in triage.load(linear).score_batch(texts)]
+    assert any(a["label"] == "same_day" for a in alone)
+    for got, lin in zip(served, alone):
+        if lin["label"] == "same_day":
+            assert got["label"] == "same_day"
+    assert any(reason["source"] == "member" for got in served for reason in got["reasons"])
+
+
 def test_onnx_file_must_be_one_the_bundle_ships(members):
     _, linear, transformer, _ = members
     with pytest.raises(BundleError, match="ships no ONNX file"):

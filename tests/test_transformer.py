@@ -92,7 +92,8 @@ def test_tokenizer_truncates_head_and_tail():
     assert ids[0, mask[0].sum():].tolist() == [1] * (10 - mask[0].sum())
 
 
-def _handmade_bundle(root: Path, fp32_noise: float | None = None) -> dict:
+def _handmade_bundle(root: Path, fp32_noise: float | None = None,
+                     urgency: tuple[str, ...] = ("normal", "same_day")) -> dict:
     """An ONNX graph with the transformer interface: masked mean of embeddings -> softmax heads.
 
     With ``fp32_noise`` the bundle also ships ``encoder/model.fp32.onnx``: the same graph
@@ -104,7 +105,7 @@ def _handmade_bundle(root: Path, fp32_noise: float | None = None) -> dict:
     tok, vocab = _tokenizer()
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(vocab, 8)).astype(np.float32)
-    heads = {"category": ["billing", "network", "service"], "urgency": ["normal", "same_day"]}
+    heads = {"category": ["billing", "network", "service"], "urgency": list(urgency)}
     inits = [numpy_helper.from_array(emb, "E"), numpy_helper.from_array(np.array([2], dtype=np.int64), "ax2"),
              numpy_helper.from_array(np.array([1], dtype=np.int64), "ax1")]
     nodes = [helper.make_node("Gather", ["E", "input_ids"], ["h"], axis=0),

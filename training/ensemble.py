@@ -17,8 +17,13 @@ dev-split metrics recorded in the manifest are those of the exported ONNX files.
 When the transformer member also ships its fp32 file (``--keep-fp32``), each mixed
 head records ``int8_agreement``: the share of dev rows whose served label stays the
 same with the fp32 encoder, beside the transformer's own int8/fp32 agreement.
-A member no head gives weight is left out of the bundle, except a linear member that
-carries escalation-flag heads (they, their evidence and the rules come with it).
+The urgency head also keeps the linear member's own same_day decision as a floor
+(``decision.member_floor``): the mixture's same_day threshold is a point estimate on a
+few hundred dev rows, the linear member's was fitted on out-of-fold predictions of its
+whole training set at the confidence it was trained for, so combining tiers never
+lowers same_day recall below the linear tier's. A member no head gives weight is left
+out of the bundle, except a linear member that carries escalation-flag heads (they,
+their evidence and the rules come with it) or the same_day floor.
 """
 
 from __future__ import annotations
@@ -158,6 +163,9 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
                               for t, k in zip(normalized, keep) if k])
             decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
                 y, served, labels[h], floor, config.same_day_recall, config.same_day_confidence))
+            linear_head = members["linear"].heads.get(h)
+            if linear_head is not None and "same_day_threshold" in linear_head.decision:
+                decision["member_floor"] = "linear"
         report = head_report(y, served, labels[h], thresholds)
         if fp32_probs is not None and weights.get("transformer", 0) > 0:
             ref = sharpen(sum(w * (fp32_probs[h][keep] if name == "transformer" else member_probs[name])
@@ -177,7 +185,7 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
             dev_metrics[h]["int8_agreement"] = agreement[h]
 
     used = {m for spec in heads_out.values() for m, w in spec["weights"].items() if w > 0}
-    if members["linear"].flag_heads:
+    if members["linear"].flag_heads or any(spec["decision"].get("member_floor") for spec in heads_out.values()):
         used.add("linear")
     for spec in heads_out.values():
         spec["weights"] = {m: w for m, w in spec["weights"].items() if m in used}

@@ -23,6 +23,7 @@ _DIGIT = re.compile(r"\d")
 TOP_K = 3
 REVIEW_FLAGS = ("self_harm_threat", "injury")
 FLAG_PREFIX = "flag:"
+MEMBER_URGENCY = "urgency@member"  # an ensemble member's urgency probabilities, for its same_day floor
 EVIDENCE_FEATURES = 3
 
 
@@ -235,6 +236,9 @@ class Model:
             for f, head in self.flag_heads.items()}
         urgency = self.heads.get("urgency")
         self._urgency_rules = urgency is not None and set(urgency.labels) == set(URGENCY_ORDER)
+        self._same_day_floor = self._member_same_day_floor() if self.tier == "ensemble" else None
+        if self._same_day_floor and self._same_day_floor[0] not in self._active:
+            self._active.append(self._same_day_floor[0])
 
     # -- loading -----------------------------------------------------------------
     def _init_ensemble(self, *, threads: int) -> None:
@@ -270,6 +274,23 @@ class Model:
         used = {m for parts in self._mix.values() for m, _, _ in parts}
         self._active = [name for name in self.members
                         if name in used or (name == self._flag_source_name and self.flag_heads)]
+
+    def _member_same_day_floor(self) -> tuple[str, float] | None:
+        """The member whose own same_day decision the ensemble keeps as a floor, and its threshold.
+
+        An ensemble's same_day threshold is fitted on a dev split of a few hundred rows; the
+        linear member's was fitted on out-of-fold predictions of its whole training set at the
+        recall confidence it was trained for. Keeping the member's decision means combining
+        tiers can only raise urgency, as rules do.
+        """
+        name = self.heads["urgency"].decision.get("member_floor") if self._urgency_rules else None
+        if name is None:
+            return None
+        member = self.members.get(name)
+        member_head = member.heads.get("urgency") if member else None
+        if member_head is None or "same_day_threshold" not in member_head.decision:
+            raise BundleError(f"urgency member_floor {name!r} is not a member with a same_day decision")
+        return name, float(member_head.decision["same_day_threshold"])
 
     def _load_featurizer(self) -> Featurizer:
         spec = self.manifest["features"]
@@ -393,6 +414,11 @@ class Model:
             probs[head] = sharpen(mixed, self._temperatures[head]).astype(np.float32)
         for head in self.flag_heads.values():
             probs[head.name] = outputs[self._flag_source_name][head.name]
+        if self._same_day_floor:
+            name = self._same_day_floor[0]
+            member_labels = self.members[name].heads["urgency"].labels
+            columns = [member_labels.index(lb) for lb in self.heads["urgency"].labels]
+            probs[MEMBER_URGENCY] = outputs[name]["urgency"][:, columns]
         return probs, rows
 
     def _run(self, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -431,7 +457,8 @@ class Model:
         escalation.update(model_flags)
         urgency_reasons: list[dict] = []
         if "urgency" in heads:
-            urgency_reasons = self._decide_urgency(heads["urgency"], probs["urgency"], hits, model_flags)
+            urgency_reasons = self._decide_urgency(heads["urgency"], probs["urgency"], hits, model_flags,
+                                                   probs.get(MEMBER_URGENCY))
         for name, pred in heads.items():
             if pred.needs_review:
                 review_reasons.append(f"{name}_below_threshold")
@@ -482,8 +509,10 @@ class Model:
             spans.append({"text": text[start:start + len(gram)], "start": start, "end": start + len(gram)})
         return sorted(spans, key=lambda s: s["start"])
 
-    def _decide_urgency(self, pred: HeadPrediction, p: np.ndarray, hits, model_flags: dict) -> list[dict]:
-        """Apply the bundle's same_day decision threshold, then the rule floor (raise only)."""
+    def _decide_urgency(self, pred: HeadPrediction, p: np.ndarray, hits, model_flags: dict,
+                        member_p: np.ndarray | None = None) -> list[dict]:
+        """Apply the bundle's same_day decision threshold, an ensemble member's same_day decision, then the
+        rule floor: each may only raise urgency."""
         head = self.heads["urgency"]
         reasons = [{"source": "model", "label": pred.label, "probability": round(pred.confidence, 6)}]
         if not self._urgency_rules:
@@ -496,6 +525,14 @@ class Model:
                 pred.needs_review = False
                 reasons.append({"source": "decision", "label": "same_day", "probability": round(p_sd, 6),
                                 "threshold": sd_threshold})
+        if member_p is not None and pred.label != "same_day":
+            sd = head.labels.index("same_day")
+            member, member_threshold = self._same_day_floor
+            if int(np.argmax(member_p)) == sd or float(member_p[sd]) >= member_threshold:
+                pred.label, pred.confidence = "same_day", float(p[sd])
+                pred.needs_review = False
+                reasons.append({"source": "member", "member": member, "label": "same_day",
+                                "probability": round(float(member_p[sd]), 6), "threshold": member_threshold})
         floor_hits = [h for h in hits if h.level]
         flag_levels = {f: self._flag_levels[f] for f in model_flags if f in self._flag_levels}
         floor = max_urgency(*(h.level for h in floor_hits), *flag_levels.values())
