@@ -145,6 +145,13 @@ def test_ensemble_keeps_the_linear_members_same_day_decision_as_a_floor(tmp_path
             assert got["label"] == "same_day"
     assert any(reason["source"] == "member" for got in served for reason in got["reasons"])
 
+    manifest_path = tmp_path / "ens" / "manifest.json"
+    broken = json.loads(manifest_path.read_text("utf-8"))
+    broken["heads"]["urgency"]["decision"]["member_floor"] = "transformer"  # it has no same_day decision
+    manifest_path.write_text(json.dumps(broken), "utf-8")
+    with pytest.raises(BundleError, match="member_floor 'transformer'"):
+        triage.load(tmp_path / "ens", verify=False)
+
 
 def test_onnx_file_must_be_one_the_bundle_ships(members):
     _, linear, transformer, _ = members

@@ -288,8 +288,10 @@ class Model:
             return None
         member = self.members.get(name)
         member_head = member.heads.get("urgency") if member else None
-        if member_head is None or "same_day_threshold" not in member_head.decision:
-            raise BundleError(f"urgency member_floor {name!r} is not a member with a same_day decision")
+        if (member_head is None or "same_day_threshold" not in member_head.decision
+                or sorted(member_head.labels) != sorted(self.heads["urgency"].labels)):
+            raise BundleError(f"urgency member_floor {name!r} is not a member with the same urgency labels "
+                              "and a same_day decision")
         return name, float(member_head.decision["same_day_threshold"])
 
     def _load_featurizer(self) -> Featurizer:
