@@ -6,11 +6,11 @@ For each head both members predict, the served probabilities are
 ties going to the higher macro-F1. Log-loss, a proper scoring rule, changes smoothly
 with ``w``; macro-F1 on a dev split of a few hundred rows is flat within a few texts
 across the grid, so picking its maximum picks noise (on the COCC folds, 180 dev texts
-chose ``w = 0.9`` for a transformer that was 3-6 points behind on test). A temperature on the mixture, the per-class review
-thresholds and the same_day decision threshold are then fitted on the same dev split,
-so every number a head serves comes from data neither member was fitted on: the
-linear member must not have been trained on the dev rows, and the transformer may
-have used them only to stop early. The test split is never read here.
+chose ``w = 0.9`` for a transformer that was 3-6 points behind on test). A temperature
+on the mixture, the per-class review thresholds and the same_day decision threshold are
+then fitted on the same dev split, so every number a head serves comes from data neither
+member was fitted on: the linear member must not have been trained on the dev rows, and
+the transformer may have used them only to stop early. The test split is never read here.
 
 Members are scored through ``triage.load``, the code that serves them, so the
 dev-split metrics recorded in the manifest are those of the exported ONNX files.
