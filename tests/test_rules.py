@@ -46,6 +46,18 @@ def hit_ids(rules, text):
     ("支付app从中午到现在一直闪退打不开", "urgency.service_down"),
     ("天花板大量漏水，水顺着墙往充值机里流", "urgency.flooding"),
     ("停电前冰箱还好好的，现在停电三个小时了", "urgency.power_outage"),
+    ("我每天都在想是不是从楼顶跳下去你们才会重视", "urgency.self_harm"),  # 是不是 asks, does not deny
+    ("我现在一分钱都没有 逼我去死是吧", "urgency.self_harm"),              # a space ends the denied clause
+    ("多次提及想结束生命", "flag.self_harm_threat"),
+    ("6号楼自昨晚起暖气片全部冰凉", "urgency.heating_outage"),              # past start, still ongoing
+    ("暖气还是冰的，屋里10度", "urgency.heating_outage"),
+    ("对方让我爸共享屏幕，现在还开着视频", "urgency.ongoing_violation"),
+    ("每隔一分钟扣一次50，已经扣了八次", "urgency.ongoing_violation"),
+    ("门口井盖被压塌了，一个大窟窿", "urgency.structural_falling"),
+    ("配电箱门一直开着，小孩老去扒着看", "urgency.electric_hazard"),
+    ("个app又死咗，成朝都登入唔到", "urgency.service_down"),
+    ("房间有线网络和wifi均无法使用", "urgency.service_down"),
+    ("打开快递有股化学味，眼睛好痛", "urgency.toxic_fumes"),
 ])
 def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
@@ -71,6 +83,11 @@ def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     ("建议以后停电前提前通知一下业主", "urgency.power_outage"),            # suggestion about future cuts
     ("希望停水停电的公告也能发到业主群", "urgency.water_outage"),
     ("下次停气能不能早点说", "urgency.gas_outage"),
+    ("供暖温度不达标，室温仅14度", "urgency.heating_outage"),              # under-heated, not out
+    ("空调坏了，室内温度超过三十五度", "urgency.heating_outage"),
+    ("雨水井盖缺失，已用木板临时覆盖，请补装", "urgency.structural_falling"),
+    ("网路并非完全不能用，但是速度很慢", "urgency.service_down"),
+    ("退订了的业务还在扣钱", "urgency.ongoing_violation"),                 # a billing error, not theft
 ])
 def test_rule_stays_silent_on_denied_resolved_hypothetical_and_lookalikes(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)

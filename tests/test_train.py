@@ -3,6 +3,8 @@
 import csv
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,29 @@ def test_recall_lower_bound_is_below_the_estimate_and_tightens_with_n():
     assert recall_lower_bound(98, 100, 0.95) < recall_lower_bound(980, 1000, 0.95) < 0.98
     assert recall_lower_bound(0, 0, 0.95) == 0.0
     assert recall_lower_bound(100, 100, 0.95) < 1.0
+
+
+URGENT = [("楼里停电了，电梯也停了", "same_day"), ("家里停水一整天了", "same_day"),
+          ("小区断电，冰箱都停了", "same_day"), ("燃气味很重，怕出事", "same_day"),
+          ("快递三天没到，催一下", "within_24h"), ("退款还没到账，请今天处理", "within_24h"),
+          ("发票开错了，麻烦重开", "normal"), ("想咨询一下套餐怎么改", "normal")] * 6
+
+
+def test_rules_move_the_same_day_threshold_only_when_asked(tmp_path):
+    """Rules written while reading the training rows look better on them than on new
+    tickets, so by default the threshold is chosen on the model alone."""
+    data = tmp_path / "u.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "urgency": u}, ensure_ascii=False) for t, u in URGENT),
+                    "utf-8")
+    no_rules = tmp_path / "rules.json"
+    spec = json.loads((Path(__file__).parent.parent / "triage" / "resources" / "rules.json").read_text("utf-8"))
+    no_rules.write_text(json.dumps({**spec, "rules": []}, ensure_ascii=False), "utf-8")
+
+    def threshold(name, **kwargs):
+        config = TrainConfig(data=[str(data)], heads={"urgency": "urgency"}, folds=3, flag_heads=False,
+                             same_day_recall=1.0, min_same_day_threshold=0.0, **kwargs)
+        return train(config, tmp_path / name)["heads"]["urgency"]["decision"]["same_day_threshold"]
+
+    default = threshold("default")
+    assert default == threshold("empty", rules=str(no_rules))
+    assert threshold("counted", rules_in_threshold=True) > default  # the floor catches the same_day rows

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from training.data import read_dataset
-from training.evaluate import (choose_thresholds, fit_temperature, head_report, urgency_decision_threshold)
+from training.evaluate import (choose_thresholds, fit_temperature, head_report, rule_floor,
+                               urgency_decision_threshold)
 from training.export import build_time, finish_bundle, library_versions, start_bundle
 from training.transformer.export import ONNX_FP32
 from triage.bundle import SCHEMA_VERSION
@@ -64,6 +65,7 @@ class EnsembleConfig:
     same_day_recall: float = 0.98
     same_day_confidence: float = 0.95
     min_same_day_threshold: float = 0.05
+    rules_in_threshold: bool = False
     name: str = "triage-ensemble"
 
     def to_dict(self) -> dict:
@@ -159,8 +161,8 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
         thresholds = choose_thresholds(y, served, labels[h], config.target_precision)
         decision = {}
         if h == "urgency" and set(labels[h]) == {"same_day", "within_24h", "normal"} and rules is not None:
-            floor = np.array([any(x.level == "same_day" for x in rules.match(t))
-                              for t, k in zip(normalized, keep) if k])
+            floor = (rule_floor(rules, [t for t, k in zip(normalized, keep) if k])
+                     if config.rules_in_threshold else np.zeros(len(y), dtype=bool))
             decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
                 y, served, labels[h], floor, config.same_day_recall, config.same_day_confidence))
             linear_head = members["linear"].heads.get(h)

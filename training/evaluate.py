@@ -98,12 +98,19 @@ def recall_lower_bound(hits: int, n: int, confidence: float) -> float:
     return float((centre - spread) / (1 + z * z / n))
 
 
+def rule_floor(rules, normalized_texts) -> np.ndarray:
+    """Which texts the rules raise to same_day."""
+    return np.array([any(h.level == "same_day" for h in rules.match(t)) for t in normalized_texts], dtype=bool)
+
+
 def urgency_decision_threshold(y: np.ndarray, probs: np.ndarray, labels: list[str], floor: np.ndarray,
                                target_recall: float, confidence: float = 0.5) -> float:
     """Largest P(same_day) threshold whose same_day recall (with the rule floor) meets the target.
 
-    ``floor`` marks rows the rules already raise to same_day. Chosen on out-of-fold
-    predictions of the training data, never on a test split. With ``confidence`` above
+    ``floor`` marks rows the rules already raise to same_day; training passes an empty
+    floor unless told the rules were not written from this data (their coverage of the
+    rows they were written from overstates their coverage of new tickets). Chosen on
+    out-of-fold predictions of the training data, never on a test split. With ``confidence`` above
     0.5 the target must hold for the one-sided lower confidence bound of the recall,
     not just its point estimate: out-of-fold recall is itself an estimate, and a
     threshold that only just reaches the target on it misses it on new data about

@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from training.data import Dataset, read_dataset
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
-                               urgency_decision_threshold)
+                               rule_floor, urgency_decision_threshold)
 from training.drift import summarize_reference
 from training.export import build_time, write_bundle
 from triage.calendar import BusinessCalendar
@@ -45,8 +45,9 @@ class TrainConfig:
     seed: int = 0
     target_precision: float = 0.90
     same_day_recall: float = 0.98
-    same_day_confidence: float = 0.95
+    same_day_confidence: float = 0.5
     min_same_day_threshold: float = 0.05
+    rules_in_threshold: bool = False
     rules: str | None = None
     userdict: str | None = None
     calendar: dict | None = None
@@ -193,8 +194,8 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
                 y[m] == labels[head].index("yes"), probs[:, labels[head].index("yes")], fired,
                 config.target_precision)
         if head == "urgency" and set(labels[head]) == {"same_day", "within_24h", "normal"}:
-            floor = np.array([any(h.level == "same_day" for h in rules.match(t))
-                              for t, keep in zip(normalized, m) if keep])
+            floor = (rule_floor(rules, [t for t, keep in zip(normalized, m) if keep])
+                     if config.rules_in_threshold else np.zeros(int(m.sum()), dtype=bool))
             decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
                 y[m], probs, labels[head], floor, config.same_day_recall, config.same_day_confidence))
         for name, preds in baseline_preds.items():

@@ -79,6 +79,7 @@ class RuleSet:
             self._clause_re = re.compile("[" + re.escape(spec["clause_delimiters"]) + "]")
             self._negation_window = int(spec.get("negation_window", 6))
             self._negators = _alternation(spec.get("negators", []))
+            self._not_negations = _alternation(spec.get("negation_exceptions", []))
             self._breakers = set(spec.get("negation_breakers", ""))
             self._resolved = _alternation(spec.get("resolved_cues", []))
             self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
@@ -131,10 +132,20 @@ class RuleSet:
         window_start = max(clause_start, hit_start - self._negation_window)
         before = text[window_start:hit_start]
         for m in self._negators.finditer(before) if self._negators else ():
+            if self._not_negation(text, window_start + m.start(), window_start + m.end()):
+                continue
             between = before[m.end():]
             if not self._breakers.intersection(between):
                 return True
         return False
+
+    def _not_negation(self, text: str, start: int, end: int) -> bool:
+        """A negator inside a fixed phrase that negates nothing here (是不是…, 没人管)."""
+        if self._not_negations is None:
+            return False
+        lo = max(0, start - 4)
+        return any(x.start() <= start and end <= x.end()
+                   for x in self._not_negations.finditer(text, lo, min(len(text), end + 4)))
 
     def _candidates(self, text: str) -> list[tuple[_Rule, list[tuple[int, int]]]]:
         """Rules with a match in ``text``, each with its matches' spans in text order.

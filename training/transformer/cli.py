@@ -61,7 +61,8 @@ def config_from_args(args):
         resume=not args.no_resume, teacher=args.teacher, unlabeled_data=args.unlabeled_data,
         distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
         target_precision=args.target_precision, same_day_recall=args.same_day_recall,
-        same_day_confidence=args.same_day_confidence, rules=args.rules,
+        same_day_confidence=args.same_day_confidence, rules_in_threshold=args.rules_in_threshold,
+        rules=args.rules,
         name=args.name or Path(args.out).name, progress=True)
 
 

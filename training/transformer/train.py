@@ -37,7 +37,7 @@ import numpy as np
 from training.data import Dataset, read_dataset
 from training.export import build_time
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
-                               urgency_decision_threshold)
+                               rule_floor, urgency_decision_threshold)
 from triage.calendar import BusinessCalendar
 from triage.normalize import normalize_text
 from triage.rules import load_rules
@@ -75,6 +75,7 @@ class TransformerConfig:
     target_precision: float = 0.90
     same_day_recall: float = 0.98
     same_day_confidence: float = 0.95
+    rules_in_threshold: bool = False
     serve: str = "int8"  # "int8" or "fp32": the ONNX file the heads point at
     keep_fp32: bool = False  # also ship the fp32 file
     parity_texts: int = 400
@@ -435,8 +436,8 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
         report = head_report(y[m], probs, labels[h], thresholds)
         decision = {}
         if h == "urgency" and set(labels[h]) == {"same_day", "within_24h", "normal"}:
-            floor = np.array([any(x.level == "same_day" for x in rules.match(t))
-                              for t, keep in zip(dev_texts, m) if keep])
+            floor = (rule_floor(rules, [t for t, keep in zip(dev_texts, m) if keep])
+                     if config.rules_in_threshold else np.zeros(int(m.sum()), dtype=bool))
             decision["same_day_threshold"] = urgency_decision_threshold(y[m], probs, labels[h], floor,
                                                                         config.same_day_recall,
                                                                         config.same_day_confidence)
