@@ -27,6 +27,10 @@
    hotel and take-away reviews; none equal to a corpus text) that only the teacher labels.
 5. Fine-tuning time: measured minutes of the cocc run, scaled to 4,000 tickets;
    with ``--finetune-4000`` also a real run on 4,000 tickets of datasets/raw (4 heads).
+6. int8 schemes (``--only int8 --int8-bundle BUNDLE``, a bundle kept with ``--keep-fp32``):
+   label agreement with fp32 on the dev and test splits, one ticket at a time, of
+   the bundle's own int8 file, all-int8 dynamic quantisation and weight-only 8-bit
+   blocks; the speed of each scheme is in the sweep (part 3).
 
 Run heavy work under ``nice``; the machine's load average is recorded with the figures.
 """
@@ -218,7 +222,7 @@ def speed_sweep(texts: list[str], layer_counts: list[int], tmp: Path) -> dict:
     import torch
 
     from training.transformer.export import (ONNX_INT8, down_projections, export_onnx, fuse_bert, quantize_int8,
-                                             write_transformer_bundle)
+                                             quantize_int8_weights, write_transformer_bundle)
     from training.transformer.modeling import ExportModule, MultiTaskModel
     from training.transformer.train import TransformerConfig, _pad_id, load_encoder
     from triage.transformer import TransformerTokenizer
@@ -239,11 +243,15 @@ def speed_sweep(texts: list[str], layer_counts: list[int], tmp: Path) -> dict:
             variants["fused"] = fused
         except Exception as exc:  # the optimizer's failures are not typed
             out[f"{layers}_fused_error"] = str(exc)[:200]
-        # the most the recipe keeps in fp32 (int8_fp32_matmuls=3): the slowest file training can write
+        # the most --int8 dynamic keeps in fp32 (int8_fp32_matmuls=3): the slowest file it can write
         variants["unfused_3_fp32_down"] = fp32
+        variants["weights"] = fp32  # the default, --int8 weights (8-bit blocks of 64)
         for variant, src in variants.items():
-            keep = down_projections(src)[:3] if variant.endswith("fp32_down") else ()
-            int8 = quantize_int8(src, tmp / f"sweep{layers}" / f"{variant}.int8.onnx", keep_fp32=keep)
+            if variant == "weights":
+                int8 = quantize_int8_weights(src, tmp / f"sweep{layers}" / f"{variant}.int8.onnx")
+            else:
+                keep = down_projections(src)[:3] if variant.endswith("fp32_down") else ()
+                int8 = quantize_int8(src, tmp / f"sweep{layers}" / f"{variant}.int8.onnx", keep_fp32=keep)
             bundle = tmp / f"sweep{layers}-{variant}"
             write_transformer_bundle(bundle, onnx_files={ONNX_INT8: int8}, serve=ONNX_INT8,
                                      tokenizer_json=hf_tok.to_str(), tokenizer_config=tok.config(),
@@ -256,6 +264,37 @@ def speed_sweep(texts: list[str], layer_counts: list[int], tmp: Path) -> dict:
             out[f"{layers}_{variant}"] = result
             print(f"[sweep] {layers} layers {variant}: {json.dumps(result['single_150_chars_ms'])} "
                   f"batch {result['batch_150_chars_per_s_2_threads']}/s", file=sys.stderr)
+    return out
+
+
+def int8_schemes(bundle: Path, splits: dict[str, Path], tmp: Path) -> dict:
+    """Label agreement with fp32, one ticket at a time, of int8 files made from a bundle's fp32 file.
+
+    The bundle must ship its fp32 file (``--keep-fp32``). Compared: the bundle's own int8
+    file, all-int8 dynamic quantisation and weight-only 8-bit blocks of 64 and 128.
+    """
+    from training.transformer.export import ONNX_FP32, ONNX_INT8, quantize_int8, quantize_int8_weights, run_onnx
+
+    manifest = read_manifest(bundle)
+    fp32 = bundle / ONNX_FP32
+    files = {"served": bundle / ONNX_INT8,
+             "dynamic_all_int8": quantize_int8(fp32, tmp / "int8-dynamic.onnx"),
+             "weights_block_64": quantize_int8_weights(fp32, tmp / "int8-w64.onnx", block_size=64),
+             "weights_block_128": quantize_int8_weights(fp32, tmp / "int8-w128.onnx", block_size=128)}
+    scorer = TransformerScorer(bundle, manifest, onnx_file=ONNX_FP32)
+    names = list(manifest["heads"])
+    out = {"bundle": str(bundle), "served_file": manifest["metrics"].get("parity", {}).get("int8_scheme", "dynamic")}
+    from training.transformer.export import ort_session
+
+    for split, path in splits.items():
+        texts = [normalize_text(json.loads(ln)["text"]) for ln in path.read_text("utf-8").splitlines() if ln.strip()]
+        ref = run_onnx(ort_session(fp32, 2), scorer.tokenizer, texts, names, batch_size=1)
+        for label, f in files.items():
+            got = run_onnx(ort_session(f, 2), scorer.tokenizer, texts, names, batch_size=1)
+            out.setdefault(label, {"mb": round(f.stat().st_size / 1e6, 1)})[split] = {
+                h: round(float((got[h].argmax(1) == ref[h].argmax(1)).mean()), 4) for h in names}
+        print(f"[int8] {split}: {json.dumps({k: v[split] for k, v in out.items() if isinstance(v, dict)})}",
+              file=sys.stderr)
     return out
 
 
@@ -308,7 +347,8 @@ def main() -> int:
     p.add_argument("--finetune-4000", action="store_true", help="also time a real run on 4,000 tickets")
     p.add_argument("--sweep-layers", default="3,4,6", help="layer counts of the speed sweep ('' to skip)")
     p.add_argument("--cocc-folds", default="0", help="outer folds of the cocc part, e.g. 0,1,2,3,4 for all five")
-    p.add_argument("--only", default="cocc,corpus,sweep", help="comma-separated parts to run")
+    p.add_argument("--only", default="cocc,corpus,sweep", help="comma-separated parts to run (also: int8)")
+    p.add_argument("--int8-bundle", help="int8 part: a corpus transformer bundle that ships its fp32 file")
     p.add_argument("--keep-dir", help="write the bundles and splits here and keep them (default: a temporary folder)")
     p.add_argument("--merge", action="store_true", help="update the parts run in an existing --out file")
     p.add_argument("--teacher", help="corpus part: distil from this bundle (e.g. the 12-layer corpus transformer)")
@@ -321,7 +361,8 @@ def main() -> int:
     torch.set_num_threads(2)
     results: dict = {"machine": {"cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
                      "recipe": {"layers": args.layers, "max_length": args.max_length, "epochs": args.epochs,
-                                "batch_size": args.batch_size, "lr": args.lr, "quantisation": "dynamic int8, per-channel",
+                                "batch_size": args.batch_size, "lr": args.lr,
+                                "quantisation": "weight-only int8, blocks of 64",
                                 **({"teacher": args.teacher, "unlabeled_public": args.unlabeled_public}
                                    if args.teacher else {})}}
     with tempfile.TemporaryDirectory(prefix="bench-transformer-") as tmpdir:
@@ -368,6 +409,11 @@ def main() -> int:
             results["corpus"] = res
         elif "corpus" in parts:
             results["corpus"] = "skipped: datasets/corpus/{train,dev,test}.jsonl not present"
+        if "int8" in parts:
+            if not args.int8_bundle:
+                p.error("--only int8 needs --int8-bundle (a transformer bundle trained with --keep-fp32)")
+            results["int8_schemes"] = int8_schemes(Path(args.int8_bundle),
+                                                   {s: corpus / f"{s}.jsonl" for s in ("dev", "test")}, tmp)
         if "sweep" in parts and args.sweep_layers:
             sweep_texts = [json.loads(ln)["text"] for ln in (corpus / "test.jsonl").read_text("utf-8").splitlines()
                            if ln.strip()] if (corpus / "test.jsonl").is_file() else []
@@ -397,8 +443,10 @@ def main() -> int:
                         for h, r in m["metrics"]["dev"]["heads"].items()}}
     results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
-    if args.merge and out.is_file():
-        results = {**json.loads(out.read_text("utf-8")), **results}
+    if args.merge and out.is_file():  # each merged part carries its own run's machine and recipe
+        run = {k: results.pop(k) for k in ("machine", "recipe")}
+        results = {**json.loads(out.read_text("utf-8")),
+                   **{k: {**v, "run": run} if isinstance(v, dict) else v for k, v in results.items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, ensure_ascii=False, indent=1), "utf-8")
     print(json.dumps(results, ensure_ascii=False, indent=1))

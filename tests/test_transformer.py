@@ -282,10 +282,34 @@ def test_int8_agrees_with_fp32_on_test_split(tiny_bundle, tiny_data):
         assert (int8[head].argmax(1) == fp32[head].argmax(1)).mean() >= 0.99
 
 
-def test_int8_mixed_precision_is_recorded_and_kept_in_the_served_file(tiny_bundle):
+def test_int8_weights_are_8_bit_blocks_and_recorded(tiny_bundle):
     import onnx
 
     out, manifest = tiny_bundle
+    parity = manifest["metrics"]["parity"]
+    assert parity["int8_scheme"] == "weights" and parity["int8_block_size"] == 64
+    graph = onnx.load(str(out / "encoder" / "model.int8.onnx")).graph
+    constant = {i.name for i in graph.initializer}
+    assert any(n.op_type == "MatMulNBits" for n in graph.node)
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in constant]
+
+
+def test_unknown_int8_scheme_is_refused(tiny_backbone, tiny_data, tmp_path):
+    from training.transformer.train import train_transformer
+
+    for bad in ({"int8": "int4"}, {"int8_block_size": 48}):
+        with pytest.raises(ValueError, match="int8"):
+            train_transformer(_config(tiny_backbone, tiny_data, **bad), tmp_path / "x")
+
+
+def test_int8_mixed_precision_is_recorded_and_kept_in_the_served_file(tiny_backbone, tiny_data, tmp_path):
+    import onnx
+
+    from training.transformer.train import train_transformer
+
+    out = tmp_path / "dynamic"
+    manifest = train_transformer(_config(tiny_backbone, tiny_data, epochs=1, int8="dynamic"), out)
+    assert manifest["metrics"]["parity"]["int8_scheme"] == "dynamic"
     mixed = manifest["metrics"]["parity"]["int8_mixed_precision"]
     assert mixed["candidates"] == 2  # one feed-forward down-projection per layer of the tiny encoder
     assert len(mixed["kept_fp32"]) <= 3 and set(mixed["kept_fp32"]) <= set(

@@ -32,8 +32,13 @@ def add_transformer_args(p) -> None:
     g.add_argument("--max-train-minutes", type=float, help="time budget; run again to resume")
     g.add_argument("--serve", choices=("int8", "fp32"), default="int8", help="the ONNX file the bundle serves")
     g.add_argument("--keep-fp32", action="store_true", help="also ship the fp32 ONNX file")
+    g.add_argument("--int8", choices=("weights", "dynamic"), default="weights",
+                   help="how the int8 file is made: 'weights' stores every MatMul weight as 8-bit blocks with "
+                        "their own scales (labels agree with fp32 more often); 'dynamic' also quantises "
+                        "activations per tensor (faster on batches) (default %(default)s)")
+    g.add_argument("--int8-block-size", type=int, default=64, help="'weights': input rows per scale (default %(default)s)")
     g.add_argument("--int8-fp32-matmuls", type=int, default=3,
-                   help="at most this many feed-forward down-projections stay fp32 in the int8 file, chosen on "
+                   help="'dynamic': at most this many feed-forward down-projections stay fp32, chosen on "
                         "training texts by how much int8 error each removes; 0: all int8 (default %(default)s)")
     g.add_argument("--teacher", help="distil: a bundle (e.g. a deeper transformer) whose probabilities the student "
                                      "also learns from")
@@ -57,7 +62,8 @@ def config_from_args(args):
         prune_vocab=not args.no_prune_vocab, max_length=args.max_length, head_tokens=args.head_tokens,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, patience=args.patience,
         seed=args.seed, threads=args.threads, max_train_minutes=args.max_train_minutes, serve=args.serve,
-        keep_fp32=args.keep_fp32, int8_fp32_matmuls=args.int8_fp32_matmuls, checkpoint_dir=args.checkpoint_dir,
+        keep_fp32=args.keep_fp32, int8=args.int8, int8_block_size=args.int8_block_size,
+        int8_fp32_matmuls=args.int8_fp32_matmuls, checkpoint_dir=args.checkpoint_dir,
         resume=not args.no_resume, teacher=args.teacher, unlabeled_data=args.unlabeled_data,
         distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
         target_precision=args.target_precision, same_day_recall=args.same_day_recall,

@@ -79,7 +79,9 @@ class TransformerConfig:
     serve: str = "int8"  # "int8" or "fp32": the ONNX file the heads point at
     keep_fp32: bool = False  # also ship the fp32 file
     parity_texts: int = 400
-    int8_fp32_matmuls: int = 3  # at most this many feed-forward down-projections stay fp32 (0: all int8)
+    int8: str = "weights"  # "weights": weight-only 8-bit blocks; "dynamic": dynamic int8 activations too
+    int8_block_size: int = 64  # input rows per weight scale ("weights")
+    int8_fp32_matmuls: int = 3  # "dynamic": at most this many feed-forward down-projections stay fp32
     calibration_texts: int = 200  # training texts that choose them
     checkpoint_dir: str | None = None  # default: <out_dir>.ckpt beside the bundle
     checkpoint_every: int = 200
@@ -260,10 +262,13 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
     import torch
 
     from training.transformer.export import (ONNX_FP32, ONNX_INT8, choose_fp32_matmuls, export_onnx, parity,
-                                             quantize_int8, write_transformer_bundle)
+                                             quantize_int8, quantize_int8_weights, write_transformer_bundle)
     from training.transformer.distill import soft_loss
     from training.transformer.modeling import ExportModule, MultiTaskModel
 
+    block = config.int8_block_size
+    if config.int8 not in ("weights", "dynamic") or block < 16 or block & (block - 1):
+        raise ValueError("int8 must be 'weights' or 'dynamic', int8_block_size a power of two >= 16")
     say = (lambda *a: print(*a, file=sys.stderr)) if config.progress else (lambda *a: None)
     out_dir = Path(out_dir)
     threads = config.threads or min(2, os.cpu_count() or 1)
@@ -456,16 +461,21 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
             pass
     with tempfile.TemporaryDirectory() as tmpdir:
         fp32 = export_onnx(export, Path(tmpdir) / "model.fp32.onnx", tok, dev_texts or train_texts)
-        rng = np.random.default_rng(config.seed)
-        calib = [train_texts[i] for i in sorted(rng.permutation(len(train_texts))[:config.calibration_texts])]
-        keep_fp32, mixed = choose_fp32_matmuls(fp32, tmpdir, tok, calib, list(export.names),
-                                               max_nodes=config.int8_fp32_matmuls, threads=threads)
-        say(f"transformer: int8 keeps {len(keep_fp32)} of {mixed['candidates']} down-projections in fp32 "
-            f"(calibration error {mixed['error_all_int8']} -> {mixed['error']})")
-        int8 = quantize_int8(fp32, Path(tmpdir) / "model.int8.onnx", keep_fp32=keep_fp32)
+        if config.int8 == "weights":
+            int8 = quantize_int8_weights(fp32, Path(tmpdir) / "model.int8.onnx", block_size=config.int8_block_size)
+            scheme = {"int8_scheme": "weights", "int8_block_size": config.int8_block_size}
+        else:
+            rng = np.random.default_rng(config.seed)
+            calib = [train_texts[i] for i in sorted(rng.permutation(len(train_texts))[:config.calibration_texts])]
+            keep_fp32, mixed = choose_fp32_matmuls(fp32, tmpdir, tok, calib, list(export.names),
+                                                   max_nodes=config.int8_fp32_matmuls, threads=threads)
+            say(f"transformer: int8 keeps {len(keep_fp32)} of {mixed['candidates']} down-projections in fp32 "
+                f"(calibration error {mixed['error_all_int8']} -> {mixed['error']})")
+            int8 = quantize_int8(fp32, Path(tmpdir) / "model.int8.onnx", keep_fp32=keep_fp32)
+            scheme = {"int8_scheme": "dynamic", "int8_mixed_precision": mixed}
         check_texts = (dev_texts or train_texts)[:config.parity_texts]
         parity_report = parity(export, fp32, int8, tok, check_texts, threads=threads)
-        parity_report["int8_mixed_precision"] = mixed
+        parity_report.update(scheme)
         say("transformer: parity " + json.dumps({k: v for k, v in parity_report.items() if k != "int8_agreement"}))
         serve = ONNX_INT8 if config.serve == "int8" else ONNX_FP32
         files = {serve: int8 if config.serve == "int8" else fp32}
