@@ -294,6 +294,14 @@ def test_int8_weights_are_8_bit_blocks_and_recorded(tiny_bundle):
     assert not [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in constant]
 
 
+def test_a_trained_int8_bundle_serves_with_torch_unimportable(tiny_bundle):
+    out, _ = tiny_bundle
+    code = ("import sys, json; sys.modules['torch'] = None; sys.modules['transformers'] = None; import triage; "
+            f"m = triage.load({str(out)!r}); print(json.dumps(m.score('退款还没到账').to_dict()['category']['label']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout) in ("billing", "network", "service")
+
+
 def test_unknown_int8_scheme_is_refused(tiny_backbone, tiny_data, tmp_path):
     from training.transformer.train import train_transformer
 
