@@ -115,7 +115,7 @@ def register_ensemble(sub) -> None:
     p.add_argument("--name", help="model name (default: the --out folder name)")
     p.add_argument("--target-precision", type=float, default=0.90)
     p.add_argument("--same-day-recall", type=float, default=0.98)
-    p.add_argument("--same-day-confidence", type=float, default=0.95)
+    p.add_argument("--same-day-confidence", type=float, default=0.5)
     p.add_argument("--rules-in-threshold", action="store_true",
                    help="count the rows the rules raise to same_day when choosing the same_day threshold. "
                         "Only for rules not written while reading this data: rules fitted to its misses "

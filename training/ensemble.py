@@ -63,7 +63,7 @@ class EnsembleConfig:
     grid: tuple[float, ...] = GRID
     target_precision: float = 0.90
     same_day_recall: float = 0.98
-    same_day_confidence: float = 0.95
+    same_day_confidence: float = 0.5
     min_same_day_threshold: float = 0.05
     rules_in_threshold: bool = False
     name: str = "triage-ensemble"

@@ -74,7 +74,7 @@ class TransformerConfig:
     max_train_minutes: float | None = None  # stop (keeping the best epoch) after this long
     target_precision: float = 0.90
     same_day_recall: float = 0.98
-    same_day_confidence: float = 0.95
+    same_day_confidence: float = 0.5
     rules_in_threshold: bool = False
     serve: str = "int8"  # "int8" or "fp32": the ONNX file the heads point at
     keep_fp32: bool = False  # also ship the fp32 file
