@@ -29,6 +29,7 @@ HARD_CASE_TAGS = (
     "resolved_hazard", "denied_hazard", "hypothetical_hazard", "degraded_not_down",
     "elevator_noise", "elevator_trapped", "planned_outage_overrun",
     "figurative_anger", "flag_lookalike", "denied_threat", "praise",
+    "buried_emergency", "symptom_only", "made_safe", "past_incident",
 )
 RAW_FIELDS = ("text", *HEADS, "escalation", "domain", "script", "register")
 SPLITS = {"train": 0.70, "dev": 0.15, "test": 0.15}
