@@ -110,11 +110,12 @@ def urgency_decision_threshold(y: np.ndarray, probs: np.ndarray, labels: list[st
     ``floor`` marks rows the rules already raise to same_day; training passes an empty
     floor unless told the rules were not written from this data (their coverage of the
     rows they were written from overstates their coverage of new tickets). Chosen on
-    out-of-fold predictions of the training data, never on a test split. With ``confidence`` above
-    0.5 the target must hold for the one-sided lower confidence bound of the recall,
-    not just its point estimate: out-of-fold recall is itself an estimate, and a
-    threshold that only just reaches the target on it misses it on new data about
-    half the time. With too few positives for the bound to reach the target while
+    out-of-fold predictions of the training data, never on a test split. With
+    ``confidence`` above 0.5 the target must hold for the one-sided lower confidence
+    bound of the recall, not just its point estimate: out-of-fold recall is itself an
+    estimate, and a threshold that only just reaches the target on it misses it on new
+    data about half the time (training's default is the point estimate, with the rules
+    as the margin). With too few positives for the bound to reach the target while
     allowing a single miss, the point estimate is used: otherwise a small training set
     would push the threshold to the floor and call nearly everything same_day.
     """

@@ -80,6 +80,7 @@ class RuleSet:
             self._negation_window = int(spec.get("negation_window", 6))
             self._negators = _alternation(spec.get("negators", []))
             self._not_negations = _alternation(spec.get("negation_exceptions", []))
+            self._exception_reach = max(map(len, spec.get("negation_exceptions", [])), default=0)
             self._breakers = set(spec.get("negation_breakers", ""))
             self._resolved = _alternation(spec.get("resolved_cues", []))
             self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
@@ -143,9 +144,9 @@ class RuleSet:
         """A negator inside a fixed phrase that negates nothing here (是不是…, 没人管)."""
         if self._not_negations is None:
             return False
-        lo = max(0, start - 4)
+        reach = self._exception_reach
         return any(x.start() <= start and end <= x.end()
-                   for x in self._not_negations.finditer(text, lo, min(len(text), end + 4)))
+                   for x in self._not_negations.finditer(text, max(0, start - reach), end + reach))
 
     def _candidates(self, text: str) -> list[tuple[_Rule, list[tuple[int, int]]]]:
         """Rules with a match in ``text``, each with its matches' spans in text order.
