@@ -1,14 +1,18 @@
 """Inter-annotator agreement between the corpus labels and a blind second annotator.
 
-    python -m training.agreement            # writes datasets/agreement/report.json
+    python -m training.agreement              # writes datasets/agreement/report.json
+    python -m training.agreement --set edge   # writes datasets/agreement/edge_report.json
 
 The second annotator labelled a seeded random sample of 400 records
 (``datasets/agreement/sample_ids.txt``) from the guidelines alone, without seeing
-the corpus labels; their labels are in ``annotator2_part*.jsonl``.
+the corpus labels; their labels are in ``annotator2_part*.jsonl``. The ``edge`` set is
+a seeded sample of 120 records of the third round (15 per ``*_edge`` shard), labelled
+the same way for urgency, category and sentiment (``edge_annotator2.jsonl``).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import sys
@@ -28,19 +32,26 @@ def cohen_kappa(a: list[str], b: list[str]) -> float:
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
 
 
-def agreement_report(raw_dir: Path = RAW_DIR, agreement_dir: Path = AGREEMENT_DIR) -> dict:
-    """Kappa between the writers' labels as written (before adjudication) and annotator 2."""
+SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
+        "edge": ("edge_sample_ids.txt", "edge_annotator2.jsonl", "edge_report.json")}
+
+
+def agreement_report(raw_dir: Path = RAW_DIR, agreement_dir: Path = AGREEMENT_DIR, sample: str = "sample_ids.txt",
+                     annotator: str = "annotator2_part*.jsonl") -> dict:
+    """Kappa between the writers' labels as written (before adjudication) and annotator 2,
+    on the heads (and flags) the annotator labelled."""
     gold = {_record_id(r["text"].strip()): r for path in sorted(raw_dir.glob("*.jsonl")) for r in read_jsonl(path)}
-    second = {r["id"]: r for path in sorted(agreement_dir.glob("annotator2_part*.jsonl")) for r in read_jsonl(path)}
-    ids = [i for i in (agreement_dir / "sample_ids.txt").read_text().split() if i in second and i in gold]
+    second = {r["id"]: r for path in sorted(agreement_dir.glob(annotator)) for r in read_jsonl(path)}
+    ids = [i for i in (agreement_dir / sample).read_text().split() if i in second and i in gold]
     report: dict = {"n": len(ids), "labels": "as written, before adjudication", "heads": {}, "flags": {}}
-    for head in HEADS:
+    for head in (h for h in HEADS if all(h in second[i] for i in ids)):
         a, b = [gold[i][head] for i in ids], [second[i][head] for i in ids]
         confusions = collections.Counter((x, y) for x, y in zip(a, b) if x != y)
         report["heads"][head] = {"kappa": round(cohen_kappa(a, b), 4),
                                  "agreement": round(sum(x == y for x, y in zip(a, b)) / len(ids), 4),
                                  "top_disagreements": [[f"{x} -> {y}", c] for (x, y), c in confusions.most_common(6)]}
-    flags = sorted({f for i in ids for f in gold[i]["escalation"] + second[i]["escalation"]})
+    flagged = all("escalation" in second[i] for i in ids)
+    flags = sorted({f for i in ids for f in gold[i]["escalation"] + second[i]["escalation"]}) if flagged else []
     for flag in flags:
         a = [str(flag in gold[i]["escalation"]) for i in ids]
         b = [str(flag in second[i]["escalation"]) for i in ids]
@@ -49,9 +60,12 @@ def agreement_report(raw_dir: Path = RAW_DIR, agreement_dir: Path = AGREEMENT_DI
     return report
 
 
-def main() -> int:
-    report = agreement_report()
-    (AGREEMENT_DIR / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.agreement", description=__doc__)
+    parser.add_argument("--set", choices=sorted(SETS), default="main", help="which annotated sample (default: main)")
+    sample, annotator, out = SETS[parser.parse_args(argv).set]
+    report = agreement_report(sample=sample, annotator=annotator)
+    (AGREEMENT_DIR / out).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
     print(json.dumps(report, ensure_ascii=False, indent=1))
     return 0
 
