@@ -191,9 +191,13 @@ class Featurizer:
             index = self._table.lookup(keys)
             hit = index >= 0
             return rows[hit] * self.n_features + index[hit]
+        if len(texts) == 1:  # row 0 throughout; sorted queries make the binary search cache-friendly
+            keys, rows = np.sort(keys), None
         pos = np.searchsorted(self._keys, keys)
         pos[pos == len(self._keys)] = 0
         hit = self._keys[pos] == keys
+        if rows is None:
+            return self._key_index[pos[hit]]
         return rows[hit] * self.n_features + self._key_index[pos[hit]]
 
     def _word_pairs(self, texts: list[str]) -> np.ndarray:
