@@ -273,7 +273,8 @@ def int8_schemes(bundle: Path, splits: dict[str, Path], tmp: Path) -> dict:
     The bundle must ship its fp32 file (``--keep-fp32``). Compared: the bundle's own int8
     file, all-int8 dynamic quantisation and weight-only 8-bit blocks of 64 and 128.
     """
-    from training.transformer.export import ONNX_FP32, ONNX_INT8, quantize_int8, quantize_int8_weights, run_onnx
+    from training.transformer.export import (ONNX_FP32, ONNX_INT8, ort_session, quantize_int8, quantize_int8_weights,
+                                             run_onnx)
 
     manifest = read_manifest(bundle)
     fp32 = bundle / ONNX_FP32
@@ -284,8 +285,6 @@ def int8_schemes(bundle: Path, splits: dict[str, Path], tmp: Path) -> dict:
     scorer = TransformerScorer(bundle, manifest, onnx_file=ONNX_FP32)
     names = list(manifest["heads"])
     out = {"bundle": str(bundle), "served_file": manifest["metrics"].get("parity", {}).get("int8_scheme", "dynamic")}
-    from training.transformer.export import ort_session
-
     for split, path in splits.items():
         texts = [normalize_text(json.loads(ln)["text"]) for ln in path.read_text("utf-8").splitlines() if ln.strip()]
         ref = run_onnx(ort_session(fp32, 2), scorer.tokenizer, texts, names, batch_size=1)

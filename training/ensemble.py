@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data import read_dataset
-from training.evaluate import (choose_thresholds, fit_temperature, head_report, rule_floor,
+from training.evaluate import (choose_thresholds, fit_temperature, head_report, threshold_floor,
                                urgency_decision_threshold)
 from training.export import build_time, finish_bundle, library_versions, start_bundle
 from training.transformer.export import ONNX_FP32
@@ -161,8 +161,7 @@ def build_ensemble(config: EnsembleConfig, out_dir: str | Path) -> dict:
         thresholds = choose_thresholds(y, served, labels[h], config.target_precision)
         decision = {}
         if h == "urgency" and set(labels[h]) == {"same_day", "within_24h", "normal"} and rules is not None:
-            floor = (rule_floor(rules, [t for t, k in zip(normalized, keep) if k])
-                     if config.rules_in_threshold else np.zeros(len(y), dtype=bool))
+            floor = threshold_floor(rules, [t for t, k in zip(normalized, keep) if k], config.rules_in_threshold)
             decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
                 y, served, labels[h], floor, config.same_day_recall, config.same_day_confidence))
             linear_head = members["linear"].heads.get(h)

@@ -98,8 +98,11 @@ def recall_lower_bound(hits: int, n: int, confidence: float) -> float:
     return float((centre - spread) / (1 + z * z / n))
 
 
-def rule_floor(rules, normalized_texts) -> np.ndarray:
-    """Which texts the rules raise to same_day."""
+def threshold_floor(rules, normalized_texts: list[str], rules_in_threshold: bool) -> np.ndarray:
+    """The rows the same_day threshold may count as caught without the model: those the
+    rules raise to same_day when the rules are counted, none otherwise."""
+    if not rules_in_threshold:
+        return np.zeros(len(normalized_texts), dtype=bool)
     return np.array([any(h.level == "same_day" for h in rules.match(t)) for t in normalized_texts], dtype=bool)
 
 

@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from training.data import Dataset, read_dataset
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
-                               rule_floor, urgency_decision_threshold)
+                               threshold_floor, urgency_decision_threshold)
 from training.drift import summarize_reference
 from training.export import build_time, write_bundle
 from triage.calendar import BusinessCalendar
@@ -194,8 +194,7 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
                 y[m] == labels[head].index("yes"), probs[:, labels[head].index("yes")], fired,
                 config.target_precision)
         if head == "urgency" and set(labels[head]) == {"same_day", "within_24h", "normal"}:
-            floor = (rule_floor(rules, [t for t, keep in zip(normalized, m) if keep])
-                     if config.rules_in_threshold else np.zeros(int(m.sum()), dtype=bool))
+            floor = threshold_floor(rules, [t for t, keep in zip(normalized, m) if keep], config.rules_in_threshold)
             decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
                 y[m], probs, labels[head], floor, config.same_day_recall, config.same_day_confidence))
         for name, preds in baseline_preds.items():

@@ -37,7 +37,7 @@ import numpy as np
 from training.data import Dataset, read_dataset
 from training.export import build_time
 from training.evaluate import (choose_thresholds, fit_temperature, head_report, softmax_t,
-                               rule_floor, urgency_decision_threshold)
+                               threshold_floor, urgency_decision_threshold)
 from triage.calendar import BusinessCalendar
 from triage.normalize import normalize_text
 from triage.rules import load_rules
@@ -441,8 +441,7 @@ def train_transformer(config: TransformerConfig, out_dir: str | Path) -> dict:
         report = head_report(y[m], probs, labels[h], thresholds)
         decision = {}
         if h == "urgency" and set(labels[h]) == {"same_day", "within_24h", "normal"}:
-            floor = (rule_floor(rules, [t for t, keep in zip(dev_texts, m) if keep])
-                     if config.rules_in_threshold else np.zeros(int(m.sum()), dtype=bool))
+            floor = threshold_floor(rules, [t for t, keep in zip(dev_texts, m) if keep], config.rules_in_threshold)
             decision["same_day_threshold"] = urgency_decision_threshold(y[m], probs, labels[h], floor,
                                                                         config.same_day_recall,
                                                                         config.same_day_confidence)
