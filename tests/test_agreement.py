@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from training.agreement import agreement_report, cohen_kappa
+from training.agreement import AGREEMENT_DIR, SETS, agreement_report, cohen_kappa
 from training.corpus import _record_id
 
 
@@ -30,3 +30,12 @@ def test_report_covers_only_the_heads_the_annotator_labelled(tmp_path):
     assert report["n"] == 6 and set(report["heads"]) == {"category", "urgency"} and report["flags"] == {}
     assert report["heads"]["urgency"]["agreement"] == round(5 / 6, 4)
     assert report["heads"]["urgency"]["top_disagreements"] == [["normal -> same_day", 1]]
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_every_shipped_agreement_set_labels_its_whole_sample(name):
+    sample, annotator, _ = SETS[name]
+    ids = (AGREEMENT_DIR / sample).read_text().split()
+    report = agreement_report(sample=sample, annotator=annotator)
+    assert report["n"] == len(ids) > 0
+    assert {"category", "urgency", "sentiment"} <= set(report["heads"])
