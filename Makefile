@@ -7,6 +7,9 @@ TRIAGE := $(VENV)/bin/triage
 STAMP := $(VENV)/.installed
 CORPUS := datasets/corpus/train.jsonl datasets/corpus/dev.jsonl datasets/corpus/test.jsonl
 MODEL := models/default
+# What the default model is built from: the corpus, the lexicons and the code that trains it.
+MODEL_INPUTS := $(CORPUS) triage/resources/rules.json triage/resources/userdict.txt \
+	$(wildcard training/*.py) triage/features.py triage/normalize.py triage/tokenize.py
 # A fixed build time keeps `make model` byte-for-byte reproducible.
 export SOURCE_DATE_EPOCH ?= 1764000000
 
@@ -33,7 +36,7 @@ corpus-check: setup
 
 model: $(MODEL)/manifest.json
 
-$(MODEL)/manifest.json: $(STAMP) $(CORPUS) triage/resources/rules.json triage/resources/userdict.txt
+$(MODEL)/manifest.json: $(STAMP) $(MODEL_INPUTS)
 	$(TRIAGE) train --data datasets/corpus/train.jsonl datasets/corpus/dev.jsonl --out $(MODEL) --name default \
 		--report build/default-cv.md
 

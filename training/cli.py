@@ -45,7 +45,9 @@ def register_train(sub) -> None:
     p.add_argument("--C", type=float, default=10.0, help="inverse regularisation strength")
     p.add_argument("--char-ngrams", default="1,3", help="min,max character n-gram (default: %(default)s)")
     p.add_argument("--no-words", action="store_true", help="character n-grams only, no jieba words")
-    p.add_argument("--max-features", type=int, default=120_000)
+    p.add_argument("--max-features", type=int, default=80_000,
+                   help="keep the N most frequent n-grams and words (default 80,000, which keeps "
+                        "a bundle of the default taxonomy under 20 MB)")
     p.add_argument("--target-precision", type=float, default=0.90)
     p.add_argument("--same-day-recall", type=float, default=0.98)
     p.add_argument("--same-day-confidence", type=float, default=0.5,

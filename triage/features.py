@@ -30,7 +30,7 @@ class FeatureConfig:
     words: bool = True
     word_bigrams: bool = False
     min_df: int = 2
-    max_features: int = 120_000
+    max_features: int = 80_000
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
