@@ -58,6 +58,8 @@ def hit_ids(rules, text):
     ("个app又死咗，成朝都登入唔到", "urgency.service_down"),
     ("房间有线网络和wifi均无法使用", "urgency.service_down"),
     ("打开快递有股化学味，眼睛好痛", "urgency.toxic_fumes"),
+    ("两部电梯从今早开始全都停了，高层上不去", "urgency.elevator_stopped"),
+    ("屋里没有电了，冰箱都停了", "urgency.power_outage"),
 ])
 def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
@@ -88,6 +90,11 @@ def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     ("雨水井盖缺失，已用木板临时覆盖，请补装", "urgency.structural_falling"),
     ("网路并非完全不能用，但是速度很慢", "urgency.service_down"),
     ("退订了的业务还在扣钱", "urgency.ongoing_violation"),                 # a billing error, not theft
+    ("网点在老楼二层，没有电梯，老人只能慢慢爬", "urgency.power_outage"),  # 没有电梯 is not 没有电
+    ("通了管道天然气，一拧就着火，方便多了", "urgency.fire_smoke"),        # a stove lighting
+    ("灶上蓝火苗只有一小圈，烧水很慢", "urgency.fire_smoke"),              # weak flame, not a fire
+    ("有次楼上水管爆了，工程师半小时就关了总阀", "urgency.flooding"),      # a past event told in praise
+    ("插座下午冒过一阵烟，已经拉了空开", "urgency.fire_smoke"),            # 冒过: it smoked, and stopped
 ])
 def test_rule_stays_silent_on_denied_resolved_hypothetical_and_lookalikes(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)

@@ -180,6 +180,11 @@ class RuleSet:
             out.append((self.rules[k], spans))
         return out
 
+    def _resolved_somewhere(self, text: str) -> bool:
+        """A resolution cue that is not itself negated: 没有电了 holds 有电了 but says the opposite."""
+        return bool(self._resolved) and any(m.start() == 0 or text[m.start() - 1] not in _CUE_NEGATORS
+                                            for m in self._resolved.finditer(text))
+
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
         return bool(self._hypothetical and self._hypothetical.search(text, clause_start, start))
 
@@ -189,7 +194,7 @@ class RuleSet:
             return True
         c_start, c_end = clauses[k]
         ongoing = bool(self._ongoing and self._ongoing.search(text, c_start, c_end))
-        if self._resolved and self._resolved.search(text) and not ongoing:
+        if not ongoing and self._resolved_somewhere(text):
             return True
         return bool(self._past and self._past.search(text, c_start, start)) and not ongoing
 
@@ -306,6 +311,9 @@ def _rarest_char(trigger: str) -> str:
 
 def _selectivity(candidate: list[str]) -> float:
     return min(len(t) for t in candidate) - 0.05 * len(candidate)
+
+
+_CUE_NEGATORS = frozenset("没沒冇未")
 
 
 def _alternation(words: list[str]) -> re.Pattern | None:
