@@ -60,6 +60,9 @@ def hit_ids(rules, text):
     ("打开快递有股化学味，眼睛好痛", "urgency.toxic_fumes"),
     ("两部电梯从今早开始全都停了，高层上不去", "urgency.elevator_stopped"),
     ("屋里没有电了，冰箱都停了", "urgency.power_outage"),
+    ("孩子吃了你们的外卖，上吐下泻住了院", "flag.injury"),
+    ("妈要是没钱治病我也跳下去", "urgency.self_harm"),                   # 没钱 negates nothing here
+    ("说好6点升级完，现在10点了手机银行仍然提示系统升级中", "urgency.service_down"),
 ])
 def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
@@ -95,6 +98,7 @@ def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     ("灶上蓝火苗只有一小圈，烧水很慢", "urgency.fire_smoke"),              # weak flame, not a fire
     ("有次楼上水管爆了，工程师半小时就关了总阀", "urgency.flooding"),      # a past event told in praise
     ("插座下午冒过一阵烟，已经拉了空开", "urgency.fire_smoke"),            # 冒过: it smoked, and stopped
+    ("我爸在外地住院，来不了营业厅办手续", "flag.injury"),                  # in hospital, not hurt by anyone
 ])
 def test_rule_stays_silent_on_denied_resolved_hypothetical_and_lookalikes(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)
