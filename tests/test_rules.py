@@ -63,6 +63,7 @@ def hit_ids(rules, text):
     ("孩子吃了你们的外卖，上吐下泻住了院", "flag.injury"),
     ("妈要是没钱治病我也跳下去", "urgency.self_harm"),                   # 没钱 negates nothing here
     ("说好6点升级完，现在10点了手机银行仍然提示系统升级中", "urgency.service_down"),
+    ("电饭煲一开就着火，吓死人了", "urgency.fire_smoke"),                  # an appliance, not a stove lighting
 ])
 def test_rule_fires_on_real_hazards_and_threats(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
