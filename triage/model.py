@@ -427,17 +427,16 @@ class Model:
         """One ONNX call for the whole batch, rows padded to one width with the pad index."""
         n_rows = len(indptr) - 1
         if n_rows == 1 and len(indices):  # one ticket: its row is already the padded batch
-            outputs = self.session.run(self._outputs, {"indices": indices.astype(np.int64, copy=False)[None, :],
-                                                       "weights": weights[None, :]})
-            return dict(zip(self._outputs, outputs))
-        lengths = np.diff(indptr)
-        width = max(1, int(lengths.max(initial=0)))
-        rows = np.repeat(np.arange(n_rows), lengths)
-        cols = np.arange(len(indices)) - indptr[rows]
-        padded_indices = np.full((n_rows, width), self._pad_index, dtype=np.int64)
-        padded_weights = np.zeros((n_rows, width), dtype=np.float32)
-        padded_indices[rows, cols] = indices
-        padded_weights[rows, cols] = weights
+            padded_indices, padded_weights = indices.astype(np.int64, copy=False)[None, :], weights[None, :]
+        else:
+            lengths = np.diff(indptr)
+            width = max(1, int(lengths.max(initial=0)))
+            rows = np.repeat(np.arange(n_rows), lengths)
+            cols = np.arange(len(indices)) - indptr[rows]
+            padded_indices = np.full((n_rows, width), self._pad_index, dtype=np.int64)
+            padded_weights = np.zeros((n_rows, width), dtype=np.float32)
+            padded_indices[rows, cols] = indices
+            padded_weights[rows, cols] = weights
         outputs = self.session.run(self._outputs, {"indices": padded_indices, "weights": padded_weights})
         return dict(zip(self._outputs, outputs))
 
