@@ -68,6 +68,26 @@ def test_a_bundle_trained_on_custom_labels_serves_those_labels(tmp_path):
     assert "urgency" not in res and res["due_at"] is None
 
 
+@pytest.mark.parametrize("classifier", ["svm", "logreg"])
+def test_either_classifier_trains_a_bundle_that_ranks_the_right_label_first(tmp_path, classifier):
+    path = _write(tmp_path / "d.jsonl", "jsonl")
+    config = TrainConfig(data=[str(path)], text_column="内容", heads={"topic": "类别"}, folds=2,
+                         classifier=classifier, features=FeatureConfig(min_df=1, words=False))
+    manifest = train(config, tmp_path / "bundle")
+    assert manifest["training"]["config"]["classifier"] == classifier
+    assert manifest["training"]["config"]["C"] == {"svm": 1.0, "logreg": 10.0}[classifier]
+    res = load(tmp_path / "bundle").score("话费又被多扣了").to_dict()
+    assert res["topic"]["label"] == "费用"
+    assert sum(t["probability"] for t in res["topic"]["top"]) <= 1.0 + 1e-6
+
+
+def test_train_config_refuses_an_unknown_classifier_or_a_bad_c():
+    with pytest.raises(ValueError, match="classifier must be one of svm, logreg"):
+        TrainConfig(data=["x.csv"], classifier="forest")
+    with pytest.raises(ValueError, match="C must be positive"):
+        TrainConfig(data=["x.csv"], C=0.0)
+
+
 def test_temperature_fit_recovers_a_known_scale():
     rng = np.random.default_rng(0)
     true_logits = rng.normal(size=(4000, 3)) * 2

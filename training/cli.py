@@ -35,14 +35,18 @@ def _add_data_args(p, *, data: bool = True) -> None:
 
 def register_train(sub) -> None:
     p = sub.add_parser("train", help="train a linear bundle from labelled data",
-                       description="Train one logistic-regression head per label column on shared "
+                       description="Train one linear head per label column on shared "
                                    "character n-gram + jieba word TF-IDF features, with k-fold "
                                    "cross-validated calibration and thresholds, and write a bundle.")
     _add_data_args(p)
     p.add_argument("--out", "-o", required=True, help="bundle directory to write, e.g. models/NAME")
     p.add_argument("--name", default=None, help="model name (default: the --out folder name)")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--C", type=float, default=10.0, help="inverse regularisation strength")
+    p.add_argument("--classifier", choices=("svm", "logreg"), default="svm",
+                   help="linear model per head: a class-balanced linear SVM or logistic regression; "
+                        "either way scores are calibrated to probabilities (default: %(default)s)")
+    p.add_argument("--C", type=float, default=None,
+                   help="inverse regularisation strength (default: 10 for logreg, 1 for svm)")
     p.add_argument("--char-ngrams", default="1,3", help="min,max character n-gram (default: %(default)s)")
     p.add_argument("--no-words", action="store_true", help="character n-grams only, no jieba words")
     p.add_argument("--max-features", type=int, default=80_000,
@@ -86,7 +90,7 @@ def cmd_train(args) -> int:
         columns=args.columns.split(",") if args.columns else None,
         features=FeatureConfig(char_ngram_min=lo, char_ngram_max=hi, words=not args.no_words,
                                max_features=args.max_features),
-        C=args.C, folds=args.folds, seed=args.seed, target_precision=args.target_precision,
+        classifier=args.classifier, C=args.C, folds=args.folds, seed=args.seed, target_precision=args.target_precision,
         same_day_recall=args.same_day_recall, same_day_confidence=args.same_day_confidence,
         rules_in_threshold=args.rules_in_threshold, rules=args.rules, userdict=args.userdict,
         name=args.name or Path(args.out).name, baselines=tuple(args.baseline), progress=True)
