@@ -107,7 +107,7 @@ def test_training_data_shows_no_drift(tiny_bundle):
     for head in ("category", "department", "urgency", "sentiment"):
         entry = report["heads"][head]
         assert entry["n"] == 60 and entry["sources"] == {"scored": 60}
-        assert entry["labels"]["psi"] < 0.05
+        assert entry["labels"]["psi"] < 0.1  # below 0.1 is the conventional "no shift" band
         assert entry["confidence"]["psi"] == 0.0  # the same texts give the same confidences
     assert report["reference"]["confidence"] == "reference_file"
     assert report["terms"]["bigram"] == [] and report["terms"]["word"] == []
