@@ -90,7 +90,8 @@ def cmd_train(args) -> int:
         columns=args.columns.split(",") if args.columns else None,
         features=FeatureConfig(char_ngram_min=lo, char_ngram_max=hi, words=not args.no_words,
                                max_features=args.max_features),
-        classifier=args.classifier, C=args.C, folds=args.folds, seed=args.seed, target_precision=args.target_precision,
+        classifier=args.classifier, C=args.C, folds=args.folds, seed=args.seed,
+        target_precision=args.target_precision,
         same_day_recall=args.same_day_recall, same_day_confidence=args.same_day_confidence,
         rules_in_threshold=args.rules_in_threshold, rules=args.rules, userdict=args.userdict,
         name=args.name or Path(args.out).name, baselines=tuple(args.baseline), progress=True)
