@@ -83,13 +83,13 @@ class TrainConfig:
         return out
 
 
-def _fit_head(X, y: np.ndarray, n_classes: int, C: float, seed: int, classifier: str):
+def _fit_head(X, y: np.ndarray, n_classes: int, config: TrainConfig):
     """A linear SVM (one-vs-rest, squared hinge, classes weighted to balance) or logistic
     regression (multinomial L-BFGS; liblinear, faster on sparse data, for yes/no heads)."""
-    if classifier == "svm":
-        clf = LinearSVC(C=C, class_weight="balanced", max_iter=20_000, random_state=seed)
+    if config.classifier == "svm":
+        clf = LinearSVC(C=config.C, class_weight="balanced", max_iter=20_000, random_state=config.seed)
     else:
-        clf = LogisticRegression(C=C, max_iter=5000, random_state=seed,
+        clf = LogisticRegression(C=config.C, max_iter=5000, random_state=config.seed,
                                  solver="liblinear" if n_classes == 2 else "lbfgs")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -138,8 +138,7 @@ def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str],
         for head, values in dataset.labels.items():
             y = np.array([label_index[head].get(v, -1) for v in values])
             tr_h = tr[y[tr] >= 0]
-            clf = _fit_head(X_tr[y[tr] >= 0], y[tr_h], len(label_index[head]), config.C, config.seed,
-                             config.classifier)
+            clf = _fit_head(X_tr[y[tr] >= 0], y[tr_h], len(label_index[head]), config)
             full = np.full((len(te), len(label_index[head])), -1e4)
             full[:, clf.classes_] = _logits(clf, X_te, len(clf.classes_))
             oof[head][te] = full
@@ -235,7 +234,7 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
     for head, values in _progress(dataset.labels.items(), config.progress, "final fit", len(dataset.labels)):
         y = np.array([label_index[head].get(v, -1) for v in values])
         m = y >= 0
-        clf = _fit_head(X[m], y[m], len(labels[head]), config.C, config.seed, config.classifier)
+        clf = _fit_head(X[m], y[m], len(labels[head]), config)
         coef, intercept = _coef(clf, len(labels[head]))
         heads_out[head]["coef"], heads_out[head]["intercept"] = coef, intercept
 
