@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triage.features import FeatureConfig, KeyTable, fit_featurizer
+from triage.features import RULE_PREFIX, FeatureConfig, KeyTable, fit_featurizer
 from triage.normalize import normalize_text
 from triage.tokenize import WordTokenizer, read_userdict
 
@@ -77,3 +77,27 @@ def test_key_table_finds_every_key_and_nothing_else(n):
     assert table.lookup(np.zeros(0, dtype=np.uint64)).shape == (0,)
     if n > 1000:
         assert table.max_probe >= 1  # colliding keys were placed further along and still found
+
+
+def test_rule_states_are_fixed_weight_features_outside_the_norm(tokenizer):
+    texts = _texts("train", 300)
+    states = [frozenset({"same_day:on"}) if i % 3 == 0 else frozenset({"same_day:neg"}) for i in range(300)]
+    featurizer = fit_featurizer(texts, FeatureConfig(max_features=5_000, rule_states=0.25), tokenizer, states)
+    on = featurizer.vocabulary[RULE_PREFIX + "same_day:on"]
+    assert featurizer.n_features == 5_002 and featurizer.uses_rule_states
+    indptr, indices, weights = featurizer.transform_rows(texts[:2], [{"same_day:on", "never:seen"}, set()])
+    first = dict(zip(indices[:indptr[1]].tolist(), weights[:indptr[1]].tolist()))
+    assert first.pop(on) == pytest.approx(0.25)
+    assert np.linalg.norm(list(first.values())) == pytest.approx(1.0, abs=1e-5)
+    assert (np.diff(indices[:indptr[1]]) > 0).all()
+    without = featurizer.transform_rows(texts[:2])
+    assert np.array_equal(without[1][without[0][1]:], indices[indptr[1]:])
+    assert on not in without[1]
+
+
+def test_rule_states_are_left_out_at_weight_zero(tokenizer):
+    texts = _texts("train", 100)
+    featurizer = fit_featurizer(texts, FeatureConfig(max_features=5_000, rule_states=0.0), tokenizer,
+                                [frozenset({"same_day:on"})] * 100)
+    assert not featurizer.uses_rule_states
+    assert not any(g.startswith(RULE_PREFIX) for g in featurizer.vocabulary)

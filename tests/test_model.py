@@ -7,6 +7,7 @@ import pytest
 from triage.bundle import read_manifest
 from triage.errors import BundleError, InvalidTicketError
 from triage.model import load
+from triage.normalize import normalize_text
 from triage.rules import URGENCY_ORDER
 
 HEADS = ("category", "department", "urgency", "sentiment")
@@ -127,6 +128,7 @@ def test_truncated_vocabulary_is_refused(small_bundle, tmp_path):
     (lambda m: m.update(schema_version=99), "schema version"),
     (lambda m: m.pop("heads"), "lacks heads"),
     (lambda m: m["heads"]["urgency"].update(labels=["x"]), "two distinct labels"),
+    (lambda m: m.pop("rules"), "rule states but the bundle ships no rules"),
 ])
 def test_bad_manifest_is_refused_with_a_clear_message(small_bundle, tmp_path, edit, message):
     dst = _copy(small_bundle, tmp_path)
@@ -178,3 +180,25 @@ def test_model_flag_evidence_indexes_the_original_text(small_model):
     spans = small_model._evidence_spans(small_model._flag_contrib[flag], row, normalized, text)
     for span in spans:
         assert text[span["start"]:span["end"]] == span["text"]
+
+
+def test_scores_use_the_rule_states_the_heads_were_trained_with(small_model):
+    assert small_model.featurizer.uses_rule_states
+    text = "小区停电了，电梯也停了"
+    scored = dict(small_model.score(text).heads["urgency"].top)
+    alone = small_model.predict_proba([normalize_text(text)])["urgency"][0]
+    assert [scored[lb] for lb in small_model.heads["urgency"].labels] == pytest.approx(alone.tolist(), abs=1e-6)
+    no_states = small_model.featurizer.transform_rows([normalize_text(text)])
+    with_states = small_model.featurizer.transform_rows([normalize_text(text)],
+                                                        [small_model.rules.analyze(normalize_text(text))[1]])
+    assert len(with_states[1]) > len(no_states[1])
+
+
+def test_a_bundle_from_before_rule_states_loads_without_them(small_bundle, tmp_path):
+    dst = _copy(small_bundle, tmp_path)
+    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
+    del manifest["features"]["config"]["rule_states"]
+    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    old = load(dst)
+    assert old.featurizer.config.rule_states == 0.0 and not old.featurizer.uses_rule_states
+    assert old.score("小区停电了").label("urgency") in old.heads["urgency"].labels

@@ -171,3 +171,22 @@ def test_unreadable_rule_file_is_refused(tmp_path):
     path.write_text("{", "utf-8")
     with pytest.raises(RulesError):
         load_rules(path)
+
+
+@pytest.mark.parametrize("text, state", [
+    ("停电了，快来修", "on"),
+    ("小区没有停电，只是电压不稳", "neg"),
+    ("昨天停电了，现在已经修好了", "past"),
+    ("如果停电了怎么办", "hyp"),
+])
+def test_analyze_says_what_became_of_each_urgency_match(rules, text, state):
+    hits, states = rules.analyze(normalize_text(text), text)
+    assert {"urgency.power_outage:" + state, "same_day:" + state} <= states
+    assert (state == "on") == ("urgency.power_outage" in {h.rule_id for h in hits})
+    assert hits == rules.match(normalize_text(text), text)
+
+
+def test_an_empty_rule_set_matches_nothing():
+    spec = json.loads((Path(__file__).parent.parent / "triage" / "resources" / "rules.json").read_text("utf-8"))
+    empty = RuleSet({**spec, "rules": []})
+    assert empty.analyze("停电了，电梯困人") == ([], frozenset())

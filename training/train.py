@@ -55,7 +55,7 @@ class TrainConfig:
     seed: int = 0
     target_precision: float = 0.90
     same_day_recall: float = 0.98
-    same_day_confidence: float = 0.5
+    same_day_confidence: float = 0.95
     min_same_day_threshold: float = 0.05
     rules_in_threshold: bool = False
     rules: str | None = None
@@ -119,8 +119,11 @@ def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
 
 
 def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str], tokenizer,
-                   label_index: dict) -> tuple[dict, dict, np.ndarray]:
-    """Out-of-fold logits per head (grouped stratified k-fold) and the fold of each row."""
+                   label_index: dict, states: list | None = None) -> tuple[dict, dict, np.ndarray]:
+    """Out-of-fold logits per head (grouped stratified k-fold) and the fold of each row.
+
+    ``states`` are the rows' rule states, features when ``config.features.rule_states`` > 0.
+    """
     n = len(normalized)
     groups = np.unique(np.array(normalized), return_inverse=True)[1]
     strat_head = next(iter(dataset.labels))
@@ -132,9 +135,10 @@ def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str],
     splits = list(cv.split(np.zeros(n), strat, groups))
     for k, (tr, te) in enumerate(_progress(splits, config.progress, "cross-validation")):
         fold_of[te] = k
-        featurizer = fit_featurizer([normalized[i] for i in tr], config.features, tokenizer)
-        X_tr = featurizer.transform([normalized[i] for i in tr])
-        X_te = featurizer.transform([normalized[i] for i in te])
+        tr_states, te_states = ([states[i] for i in tr], [states[i] for i in te]) if states else (None, None)
+        featurizer = fit_featurizer([normalized[i] for i in tr], config.features, tokenizer, tr_states)
+        X_tr = featurizer.transform([normalized[i] for i in tr], tr_states)
+        X_te = featurizer.transform([normalized[i] for i in te], te_states)
         for head, values in dataset.labels.items():
             y = np.array([label_index[head].get(v, -1) for v in values])
             tr_h = tr[y[tr] >= 0]
@@ -196,8 +200,10 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
                    for h, vals in dataset.labels.items()}
     labels = {h: sorted(idx, key=idx.get) for h, idx in label_index.items()}
 
-    oof_logits, baseline_preds, _ = cross_validate(config, dataset, normalized, tokenizer, label_index)
     rules = load_rules(rules_path)
+    analyses = [rules.analyze(t) for t in normalized]
+    states = [a[1] for a in analyses]
+    oof_logits, baseline_preds, _ = cross_validate(config, dataset, normalized, tokenizer, label_index, states)
     heads_out, cv_report, oof_probs = {}, {}, {}
     for head, values in dataset.labels.items():
         y = np.array([label_index[head].get(v, -1) for v in values])
@@ -210,8 +216,7 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
         decision = {}
         if head.startswith(FLAG_PREFIX):
             flag = head[len(FLAG_PREFIX):]
-            fired = np.array([any(h.flag == flag for h in rules.match(t))
-                              for t, keep in zip(normalized, m) if keep])
+            fired = np.array([any(h.flag == flag for h in hits) for (hits, _), keep in zip(analyses, m) if keep])
             decision["flag_threshold"] = flag_decision_threshold(
                 y[m] == labels[head].index("yes"), probs[:, labels[head].index("yes")], fired,
                 config.target_precision)
@@ -229,8 +234,8 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
                            "metrics": {"cv_accuracy": report["accuracy"], "cv_macro_f1": report["macro_f1"],
                                        "coverage_at_target": report["at_thresholds"]["coverage"]}}
 
-    featurizer = fit_featurizer(normalized, config.features, tokenizer)
-    X = featurizer.transform(normalized)
+    featurizer = fit_featurizer(normalized, config.features, tokenizer, states)
+    X = featurizer.transform(normalized, states)
     for head, values in _progress(dataset.labels.items(), config.progress, "final fit", len(dataset.labels)):
         y = np.array([label_index[head].get(v, -1) for v in values])
         m = y >= 0

@@ -4,6 +4,9 @@ Training fits the vocabulary and IDF weights with this very code, so the feature
 bundle sees in production are the features it was trained on, by construction.
 Features are character n-grams plus jieba words (prefixed to keep the two spaces
 apart); weights are sublinear TF (1 + ln tf) times smoothed IDF, L2-normalised.
+Optionally the rule states of a text (``RuleSet.analyze``: which urgency rule matched and
+whether it was a hit, negated, hypothetical or over) are added as binary features of a
+fixed weight outside the norm, prefixed ``RULE_PREFIX``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from triage.normalize import feature_text
 from triage.tokenize import WordTokenizer
 
 WORD_PREFIX = "\x01"
+RULE_PREFIX = "\x02"
 _CODE_BITS = 21  # every Unicode code point fits; three of them fit in 63 bits
 _MAX_KEYED_NGRAM = 3
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -31,6 +35,7 @@ class FeatureConfig:
     word_bigrams: bool = False
     min_df: int = 2
     max_features: int = 80_000
+    rule_states: float = 0.1
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -123,6 +128,12 @@ class Featurizer:
         self._key_index = np.array([i for _, i in chars], dtype=np.int64)
         self._table = KeyTable(self._keys, self._key_index)
         self._words = {g[len(WORD_PREFIX):]: i for g, i in self.vocabulary.items() if g.startswith(WORD_PREFIX)}
+        self._states = {g[len(RULE_PREFIX):]: i for g, i in self.vocabulary.items() if g.startswith(RULE_PREFIX)}
+
+    @property
+    def uses_rule_states(self) -> bool:
+        """Whether ``transform_rows`` wants each text's rule states (``RuleSet.analyze``)."""
+        return bool(self._states) and self.config.rule_states > 0
 
     @property
     def n_features(self) -> int:
@@ -143,8 +154,11 @@ class Featurizer:
         _, indices, weights = self.transform_rows([normalized])
         return indices, weights
 
-    def transform_rows(self, normalized_texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def transform_rows(self, normalized_texts, states=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR parts (indptr, indices, float32 weights) of many texts, rows in input order.
+
+        ``states`` holds each text's rule states when ``uses_rule_states``; they are added
+        with weight ``config.rule_states`` after the text part is normalised.
 
         All texts are featurised together: their n-gram keys are computed over one
         concatenated code-point array (n-grams that would cross a text boundary are
@@ -167,6 +181,8 @@ class Featurizer:
         weights = (1.0 + np.log(tf)) * self.idf[indices]
         norms = np.sqrt(np.bincount(rows, weights * weights, minlength=n_rows))
         weights /= norms[rows]
+        if states is not None and self.uses_rule_states:
+            rows, indices, weights = self._add_states(rows, indices, weights, states)
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
         return indptr, indices, weights.astype(np.float32)
@@ -200,6 +216,19 @@ class Featurizer:
             return self._key_index[pos[hit]]
         return rows[hit] * self.n_features + self._key_index[pos[hit]]
 
+    def _add_states(self, rows, indices, weights, states):
+        """The text features with each row's known rule states merged in, indices ascending."""
+        found = [(row, self._states[s]) for row, row_states in enumerate(states)
+                 for s in row_states if s in self._states]
+        if not found:
+            return rows, indices, weights
+        extra = np.array(found, dtype=np.int64)
+        rows = np.concatenate([rows, extra[:, 0]])
+        indices = np.concatenate([indices, extra[:, 1]])
+        weights = np.concatenate([weights, np.full(len(extra), self.config.rule_states)])
+        order = np.argsort(rows * self.n_features + indices, kind="stable")
+        return rows[order], indices[order], weights[order]
+
     def _word_pairs(self, texts: list[str]) -> np.ndarray:
         """``row * n_features + index`` of every in-vocabulary word (and word bigram) occurrence.
 
@@ -220,19 +249,24 @@ class Featurizer:
         hit = index >= 0
         return rows[hit] * self.n_features + index[hit]
 
-    def transform(self, normalized_texts) -> "scipy.sparse.csr_matrix":  # noqa: F821
+    def transform(self, normalized_texts, states=None) -> "scipy.sparse.csr_matrix":  # noqa: F821
         """A CSR matrix of all texts (used by training and evaluation)."""
         from scipy import sparse
 
-        indptr, indices, weights = self.transform_rows(list(normalized_texts))
+        indptr, indices, weights = self.transform_rows(list(normalized_texts), states)
         return sparse.csr_matrix((weights, indices, indptr), shape=(len(indptr) - 1, self.n_features))
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "n_features": self.n_features}
 
 
-def fit_featurizer(normalized_texts, config: FeatureConfig, tokenizer: WordTokenizer | None) -> Featurizer:
-    """Choose the vocabulary (document frequency >= min_df, most frequent first) and IDF."""
+def fit_featurizer(normalized_texts, config: FeatureConfig, tokenizer: WordTokenizer | None,
+                   states=None) -> Featurizer:
+    """Choose the vocabulary (document frequency >= min_df, most frequent first) and IDF.
+
+    Rule states (one set per text, when given and ``config.rule_states`` > 0) seen in at
+    least ``min_df`` texts join the vocabulary beyond ``max_features``, with IDF 1.
+    """
     df: dict[str, int] = {}
     n_docs = 0
     for text in normalized_texts:
@@ -242,8 +276,15 @@ def fit_featurizer(normalized_texts, config: FeatureConfig, tokenizer: WordToken
     kept = [(g, c) for g, c in df.items() if c >= config.min_df]
     kept.sort(key=lambda gc: (-gc[1], gc[0]))
     kept = kept[:config.max_features]
+    if states is not None and config.rule_states > 0:
+        state_df: dict[str, int] = {}
+        for row_states in states:
+            for state in row_states:
+                state_df[state] = state_df.get(state, 0) + 1
+        kept += [(RULE_PREFIX + st, c) for st, c in state_df.items() if c >= config.min_df]
     kept.sort(key=lambda gc: gc[0])
     vocabulary = {g: i for i, (g, _) in enumerate(kept)}
     counts = np.array([c for _, c in kept], dtype=np.float64)
     idf = np.log((1.0 + n_docs) / (1.0 + counts)) + 1.0
+    idf[[i for i, (g, _) in enumerate(kept) if g.startswith(RULE_PREFIX)]] = 1.0
     return Featurizer(config=config, vocabulary=vocabulary, idf=idf, tokenizer=tokenizer)

@@ -216,6 +216,8 @@ class Model:
             self.flag_heads = {f: _Head(FLAG_PREFIX + f, spec, n_out[FLAG_PREFIX + f])
                                for f, spec in self.manifest.get("flag_heads", {}).items()}
             self._pad_index = self.featurizer.n_features
+            if self.featurizer.uses_rule_states and self.rules is None:
+                raise BundleError("the features use rule states but the bundle ships no rules")
         elif self.tier == "ensemble":
             self._init_ensemble(threads=threads)
         else:
@@ -300,7 +302,7 @@ class Model:
         grams, idf = data.get("features"), data.get("idf")
         if not isinstance(grams, list) or not isinstance(idf, list) or len(grams) != len(idf):
             raise BundleError("features/vocabulary.json must hold equal-length 'features' and 'idf' lists")
-        config = FeatureConfig(**spec["config"])
+        config = FeatureConfig(**{"rule_states": 0.0, **spec["config"]})  # bundles from before rule states
         tokenizer = None
         if config.words:
             userdict = spec.get("userdict")
@@ -371,7 +373,8 @@ class Model:
                     raise
                 prepared.append(exc)
         good = [p for p in prepared if not isinstance(p, InvalidTicketError)]
-        probs, rows = self._predict([p[2] for p in good]) if good else ({}, [])
+        analyses = [self.rules.analyze(p[2], p[1]) for p in good] if self.rules else [([], frozenset())] * len(good)
+        probs, rows = self._predict([p[2] for p in good], [a[1] for a in analyses]) if good else ({}, [])
         ranked = ({h: np.argsort(-probs[h], axis=1, kind="stable")[:, :TOP_K].tolist() for h in self.heads}
                   if good else {})
         probs = {h: pr.tolist() for h, pr in probs.items()}
@@ -382,7 +385,7 @@ class Model:
                 continue
             ticket, text, normalized = p
             results.append(self._build_result(ticket, text, normalized, {h: pr[k] for h, pr in probs.items()},
-                                              {h: r[k] for h, r in ranked.items()}, rows[k]))
+                                              {h: r[k] for h, r in ranked.items()}, rows[k], analyses[k][0]))
             k += 1
         return results
 
@@ -391,13 +394,18 @@ class Model:
         probs, _ = self._predict(list(normalized_texts))
         return {name: probs[name] for name in self.heads}
 
-    def _predict(self, normalized_texts: list[str]) -> tuple[dict[str, np.ndarray], list]:
-        """Probabilities of every head and flag head, and the sparse rows (linear tier only)."""
+    def _predict(self, normalized_texts: list[str], states: list | None = None) -> tuple[dict[str, np.ndarray], list]:
+        """Probabilities of every head and flag head, and the sparse rows (linear tier only).
+
+        ``states`` are the texts' rule states under this bundle's rules, when already known.
+        """
         if self.tier == "transformer":
             return self.scorer.predict_proba(normalized_texts), [None] * len(normalized_texts)
         if self.tier == "ensemble":
             return self._predict_ensemble(normalized_texts)
-        indptr, indices, weights = self.featurizer.transform_rows(normalized_texts)
+        if self.featurizer.uses_rule_states and states is None:
+            states = [self.rules.analyze(t)[1] for t in normalized_texts]
+        indptr, indices, weights = self.featurizer.transform_rows(normalized_texts, states)
         rows = [(indices[a:b], weights[a:b]) for a, b in zip(indptr[:-1], indptr[1:])]
         return self._run(indptr, indices, weights), rows
 
@@ -441,7 +449,7 @@ class Model:
         return dict(zip(self._outputs, outputs))
 
     def _build_result(self, ticket: Ticket, text: str, normalized: str, probs: dict, ranked: dict,
-                      row) -> TriageResult:
+                      row, hits: list) -> TriageResult:
         """One ticket's result from its probabilities (lists per head) and top-k class indices."""
         heads: dict[str, HeadPrediction] = {}
         review_reasons: list[str] = []
@@ -453,7 +461,6 @@ class Model:
                                   top=[(head.labels[j], p[j]) for j in order],
                                   threshold=threshold, needs_review=p[best] < threshold)
             heads[name] = pred
-        hits = self.rules.match(normalized, text) if self.rules else []
         escalation: dict[str, list[dict]] = {}
         for hit in hits:
             if hit.kind == "flag":

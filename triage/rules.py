@@ -200,29 +200,49 @@ class RuleSet:
 
     def match(self, text: str, original: str | None = None) -> list[RuleHit]:
         """Hits in ``text`` (normalised); evidence strings are cut from ``original``."""
+        return self.analyze(text, original)[0]
+
+    def analyze(self, text: str, original: str | None = None) -> tuple[list[RuleHit], frozenset[str]]:
+        """The hits of ``match`` and the states of every urgency pattern match.
+
+        A state names the rule and what became of its match: ``on`` (a hit), ``neg``
+        (negated), ``hyp`` (hypothetical), ``past`` (resolved, finished or praise) or
+        ``excl`` (a look-alike), both as ``<rule_id>:<state>`` and ``<level>:<state>``.
+        Linear heads can take them as features (``FeatureConfig.rule_states``): that a
+        hazard word occurs but was negated or is over is what character n-grams miss.
+        """
         original = original if original is not None else text
         clauses = None
         praise = None
         hits: list[RuleHit] = []
+        states: set[str] = set()
         for rule, spans in self._candidates(text):
             excluded = [x.span() for x in rule.exclude.finditer(text)] if rule.exclude else []
             for start, end in spans:
                 if any(s < end and start < e for s, e in excluded):
-                    continue
-                if clauses is None:
-                    clauses = self._clauses(text)
-                    praise = bool(self._praise and self._praise.search(text))
-                k = _clause_index(clauses, start)
-                if self._negated(text, clauses[k][0], start):
-                    continue
-                if rule.hypothetical_blocks and self._hypothetical_clause(text, clauses[k][0], start):
-                    continue
-                if rule.kind == "urgency" and self._not_current(text, clauses, k, start, end, praise):
+                    state = "excl"
+                else:
+                    if clauses is None:
+                        clauses = self._clauses(text)
+                        praise = bool(self._praise and self._praise.search(text))
+                    k = _clause_index(clauses, start)
+                    if self._negated(text, clauses[k][0], start):
+                        state = "neg"
+                    elif rule.hypothetical_blocks and self._hypothetical_clause(text, clauses[k][0], start):
+                        state = "hyp"
+                    elif rule.kind == "urgency" and self._not_current(text, clauses, k, start, end, praise):
+                        state = "past"
+                    else:
+                        state = "on"
+                if rule.kind == "urgency":
+                    states.add(f"{rule.id}:{state}")
+                    states.add(f"{rule.level}:{state}")
+                if state != "on":
                     continue
                 level = None if (praise and rule.kind == "flag") else rule.level
                 hits.append(RuleHit(rule.id, rule.kind, rule.flag, level,
                                     Evidence(original[start:end], start, end)))
-        return hits
+        return hits, frozenset(states)
 
 
 def _compile_part(pattern: str) -> _Part:
@@ -241,6 +261,8 @@ def _build_automaton(parts: list[_Part]):
     for j, part in enumerate(parts):
         for trigger in part.triggers or ():
             table.setdefault(trigger, set()).add(j)
+    if not table:  # an automaton without words cannot be searched
+        return None
     automaton = ahocorasick.Automaton()
     for trigger, part_ids in table.items():
         automaton.add_word(trigger, frozenset(part_ids))
