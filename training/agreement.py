@@ -4,6 +4,7 @@
     python -m training.agreement --set edge   # writes datasets/agreement/edge_report.json
     python -m training.agreement --set review # writes datasets/agreement/review_report.json
     python -m training.agreement --set workorder
+    python -m training.agreement --set boundary
 
 The second annotator labelled a seeded random sample of 400 records
 (``datasets/agreement/sample_ids.txt``) from the guidelines alone, without seeing
@@ -11,8 +12,8 @@ the corpus labels; their labels are in ``annotator2_part*.jsonl``. The ``edge`` 
 a seeded sample of 120 records of the third round (15 per ``*_edge`` shard), labelled
 the same way for urgency, category and sentiment (``edge_annotator2.jsonl``); the
 ``review`` set is the same for the fourth round (15 per ``*_review`` shard, 5 per
-``*_review2`` shard), and ``workorder`` for its work orders (10 per ``*_workorder`` shard,
-all heads and flags).
+``*_review2`` shard), ``workorder`` for its work orders (10 per ``*_workorder`` shard,
+all heads and flags), and ``boundary`` for the fifth round (10 per ``*_boundary`` shard).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def cohen_kappa(a: list[str], b: list[str]) -> float:
 SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
         "edge": ("edge_sample_ids.txt", "edge_annotator2.jsonl", "edge_report.json"),
         "review": ("review_sample_ids.txt", "review_annotator2*.jsonl", "review_report.json"),
-        "workorder": ("workorder_sample_ids.txt", "workorder_annotator2.jsonl", "workorder_report.json")}
+        "workorder": ("workorder_sample_ids.txt", "workorder_annotator2.jsonl", "workorder_report.json"),
+        "boundary": ("boundary_sample_ids.txt", "boundary_annotator2.jsonl", "boundary_report.json")}
 
 
 def agreement_report(raw_dir: Path = RAW_DIR, agreement_dir: Path = AGREEMENT_DIR, sample: str = "sample_ids.txt",
