@@ -25,7 +25,7 @@ def write_slice(path: Path, n: int = 400) -> Path:
 def build_small_bundle(workdir: Path, n: int = 400, **overrides) -> Path:
     data = write_slice(workdir / "slice.jsonl", n)
     config = TrainConfig(data=[str(data)], folds=3, name="small",
-                         features=FeatureConfig(max_features=20_000), **overrides)
+                         features=FeatureConfig(max_features=20_000, rule_states=0.1), **overrides)
     out = workdir / "bundle"
     train(config, out)
     return out

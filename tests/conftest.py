@@ -5,7 +5,8 @@ from tests.bundles import build_small_bundle
 
 @pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory):
-    """A four-head linear bundle trained on 400 corpus records (built once per run)."""
+    """A four-head linear bundle trained on 400 corpus records with the opt-in rule-state
+    features (built once per run)."""
     return build_small_bundle(tmp_path_factory.mktemp("small"))
 
 

@@ -39,10 +39,7 @@ def logged(category: str, confidence: float, text: str | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    # Rule-state features need more than 60 rows: in 2-fold cross-validation a same_day
-    # row the rules miss falls under the 0.05 threshold floor and every ticket becomes
-    # same_day, which is drift of the model, not of the data this test is about.
-    return train_tiny(tmp_path_factory.mktemp("drift") / "bundle", features={"rule_states": 0.0})
+    return train_tiny(tmp_path_factory.mktemp("drift") / "bundle")
 
 
 # -- by hand -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training.data import read_dataset
-from training.evaluate import (choose_thresholds, fit_temperature, recall_lower_bound,
+from training.evaluate import (choose_thresholds, fit_temperature, recall_lower_bound, softmax_t,
                                urgency_decision_threshold)
 from training.train import TrainConfig, train
 from triage.features import FeatureConfig
@@ -166,3 +166,37 @@ def test_rules_move_the_same_day_threshold_only_when_asked(tmp_path):
     default = threshold("default")
     assert default == threshold("empty", rules=str(no_rules))
     assert threshold("counted", rules_in_threshold=True) > default  # the floor catches the same_day rows
+
+
+def test_with_rule_states_the_same_day_threshold_also_holds_for_the_model_alone(tmp_path):
+    """Rules written from the training rows make the heads trust them more than new tickets
+    deserve, so the threshold must also reach its recall with the rule states withheld."""
+    from training.train import cross_validate
+    from triage.normalize import normalize_text
+    from triage.rules import load_rules
+    from triage.tokenize import WordTokenizer, read_userdict
+
+    data = tmp_path / "u.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "urgency": u}, ensure_ascii=False) for t, u in URGENT),
+                    "utf-8")
+    config = TrainConfig(data=[str(data)], heads={"urgency": "urgency"}, folds=3, flag_heads=False,
+                         same_day_recall=1.0, min_same_day_threshold=0.0,
+                         features=FeatureConfig(rule_states=0.5))
+    dataset = read_dataset([data], heads={"urgency": "urgency"})
+    normalized = [normalize_text(t) for t in dataset.texts]
+    states = [load_rules().analyze(t)[1] for t in normalized]
+    index = {"urgency": {lb: i for i, lb in enumerate(sorted(set(dataset.labels["urgency"])))}}
+    oof, _, _, withheld = cross_validate(config, dataset, normalized, WordTokenizer(read_userdict()), index, states)
+    assert set(withheld) == {"urgency"}
+    stateless = np.array([not s for s in states])
+    assert stateless.any() and (~stateless).any()
+    assert np.allclose(withheld["urgency"][stateless], oof["urgency"][stateless])
+    assert not np.allclose(withheld["urgency"][~stateless], oof["urgency"][~stateless])
+
+    head = train(config, tmp_path / "bundle")["heads"]["urgency"]
+    sd = head["labels"].index("same_day")
+    y = np.array([index["urgency"][v] for v in dataset.labels["urgency"]])
+    for logits in (oof["urgency"], withheld["urgency"]):
+        probs = softmax_t(logits, head["temperature"])
+        caught = (probs.argmax(1) == sd) | (probs[:, sd] >= head["decision"]["same_day_threshold"] - 1e-9)
+        assert caught[y == sd].all()

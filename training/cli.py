@@ -52,16 +52,18 @@ def register_train(sub) -> None:
     p.add_argument("--max-features", type=int, default=80_000,
                    help="keep the N most frequent n-grams and words (default 80,000, which keeps "
                         "a bundle of the default taxonomy under 20 MB)")
-    p.add_argument("--rule-states", type=float, default=0.1,
-                   help="weight of the rule-state features (which urgency rule matched, and whether it "
-                        "was a hit, negated, hypothetical or over); 0 leaves them out (default %(default)s)")
+    p.add_argument("--rule-states", type=float, default=0.0,
+                   help="weight of rule-state features (which urgency rule matched, and whether it was a "
+                        "hit, negated, hypothetical or over; 0.1 is a sensible weight). Off by default: "
+                        "rules written from this data make the heads trust them more than new tickets "
+                        "deserve, and the same_day threshold is then held to its recall with the states "
+                        "withheld (default %(default)s)")
     p.add_argument("--target-precision", type=float, default=0.90)
     p.add_argument("--same-day-recall", type=float, default=0.98)
-    p.add_argument("--same-day-confidence", type=float, default=0.95,
+    p.add_argument("--same-day-confidence", type=float, default=0.5,
                    help="the same_day threshold must reach --same-day-recall at this one-sided confidence "
-                        "on out-of-fold predictions (default %(default)s: with rule-state features the "
-                        "out-of-fold recall is optimistic for tickets the rules were not written from; "
-                        "0.5 takes the point estimate)")
+                        "on out-of-fold predictions (default %(default)s: the point estimate; the rules "
+                        "are the margin on top)")
     p.add_argument("--rules-in-threshold", action="store_true",
                    help="count the rows the rules raise to same_day when choosing the same_day threshold. "
                         "Only for rules not written while reading this data: rules fitted to its misses "

@@ -55,7 +55,7 @@ class TrainConfig:
     seed: int = 0
     target_precision: float = 0.90
     same_day_recall: float = 0.98
-    same_day_confidence: float = 0.95
+    same_day_confidence: float = 0.5
     min_same_day_threshold: float = 0.05
     rules_in_threshold: bool = False
     rules: str | None = None
@@ -119,10 +119,13 @@ def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
 
 
 def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str], tokenizer,
-                   label_index: dict, states: list | None = None) -> tuple[dict, dict, np.ndarray]:
-    """Out-of-fold logits per head (grouped stratified k-fold) and the fold of each row.
+                   label_index: dict, states: list | None = None) -> tuple[dict, dict, np.ndarray, dict]:
+    """Out-of-fold logits per head (grouped stratified k-fold), baseline predictions, the fold
+    of each row, and the urgency head's out-of-fold logits with the rule states withheld.
 
     ``states`` are the rows' rule states, features when ``config.features.rule_states`` > 0.
+    The withheld logits are the model alone, as if the rules recognised nothing: the
+    same_day threshold is also held to its recall target on them (see ``train``).
     """
     n = len(normalized)
     groups = np.unique(np.array(normalized), return_inverse=True)[1]
@@ -130,6 +133,8 @@ def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str],
     strat = np.array([v or "" for v in dataset.labels[strat_head]])
     cv = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     oof = {h: np.zeros((n, len(label_index[h]))) for h in dataset.labels}
+    withheld = {h: np.zeros((n, len(label_index[h]))) for h in dataset.labels
+                if h == "urgency" and states is not None and config.features.rule_states > 0}
     fold_of = np.full(n, -1)
     baseline_preds: dict[str, dict[str, np.ndarray]] = {b: {} for b in config.baselines}
     splits = list(cv.split(np.zeros(n), strat, groups))
@@ -139,6 +144,7 @@ def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str],
         featurizer = fit_featurizer([normalized[i] for i in tr], config.features, tokenizer, tr_states)
         X_tr = featurizer.transform([normalized[i] for i in tr], tr_states)
         X_te = featurizer.transform([normalized[i] for i in te], te_states)
+        X_te_alone = featurizer.transform([normalized[i] for i in te]) if withheld else None
         for head, values in dataset.labels.items():
             y = np.array([label_index[head].get(v, -1) for v in values])
             tr_h = tr[y[tr] >= 0]
@@ -146,13 +152,17 @@ def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str],
             full = np.full((len(te), len(label_index[head])), -1e4)
             full[:, clf.classes_] = _logits(clf, X_te, len(clf.classes_))
             oof[head][te] = full
+            if head in withheld:
+                alone = np.full_like(full, -1e4)
+                alone[:, clf.classes_] = _logits(clf, X_te_alone, len(clf.classes_))
+                withheld[head][te] = alone
             for name in config.baselines:
                 from training.baselines import fit_predict_baseline
 
                 pred = fit_predict_baseline(name, [normalized[i] for i in tr_h], y[tr_h],
                                             [normalized[i] for i in te], seed=config.seed)
                 baseline_preds[name].setdefault(head, np.full(n, -1))[te] = pred
-    return oof, baseline_preds, fold_of
+    return oof, baseline_preds, fold_of, withheld
 
 
 FLAG_PREFIX = "flag:"
@@ -203,7 +213,8 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
     rules = load_rules(rules_path)
     analyses = [rules.analyze(t) for t in normalized]
     states = [a[1] for a in analyses]
-    oof_logits, baseline_preds, _ = cross_validate(config, dataset, normalized, tokenizer, label_index, states)
+    oof_logits, baseline_preds, _, withheld = cross_validate(config, dataset, normalized, tokenizer, label_index,
+                                                             states)
     heads_out, cv_report, oof_probs = {}, {}, {}
     for head, values in dataset.labels.items():
         y = np.array([label_index[head].get(v, -1) for v in values])
@@ -222,8 +233,10 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
                 config.target_precision)
         if head == "urgency" and set(labels[head]) == {"same_day", "within_24h", "normal"}:
             floor = threshold_floor(rules, [t for t, keep in zip(normalized, m) if keep], config.rules_in_threshold)
-            decision["same_day_threshold"] = max(config.min_same_day_threshold, urgency_decision_threshold(
-                y[m], probs, labels[head], floor, config.same_day_recall, config.same_day_confidence))
+            chosen = [urgency_decision_threshold(y[m], p, labels[head], floor, config.same_day_recall,
+                                                 config.same_day_confidence)
+                      for p in [probs] + ([softmax_t(withheld[head][m], temperature)] if head in withheld else [])]
+            decision["same_day_threshold"] = max(config.min_same_day_threshold, min(chosen))
         for name, preds in baseline_preds.items():
             report.setdefault("baselines", {})[name] = {
                 k: v for k, v in head_report(y[m], np.eye(len(labels[head]))[preds[head][m]],

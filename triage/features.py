@@ -35,7 +35,7 @@ class FeatureConfig:
     word_bigrams: bool = False
     min_df: int = 2
     max_features: int = 80_000
-    rule_states: float = 0.1
+    rule_states: float = 0.0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
