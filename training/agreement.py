@@ -14,6 +14,9 @@ the same way for urgency, category and sentiment (``edge_annotator2.jsonl``); th
 ``review`` set is the same for the fourth round (15 per ``*_review`` shard, 5 per
 ``*_review2`` shard), ``workorder`` for its work orders (10 per ``*_workorder`` shard,
 all heads and flags), and ``boundary`` for the fifth round (10 per ``*_boundary`` shard).
+The ``audit-*`` sets are the urgency audit: two blind annotators (a, b) labelled urgency
+for the 113 training rows whose out-of-fold same_day call disagreed most with their label
+(``audit_disputed_ids.txt``) mixed with 113 random training rows (``audit_control_ids.txt``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,11 @@ SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
         "edge": ("edge_sample_ids.txt", "edge_annotator2.jsonl", "edge_report.json"),
         "review": ("review_sample_ids.txt", "review_annotator2*.jsonl", "review_report.json"),
         "workorder": ("workorder_sample_ids.txt", "workorder_annotator2.jsonl", "workorder_report.json"),
-        "boundary": ("boundary_sample_ids.txt", "boundary_annotator2.jsonl", "boundary_report.json")}
+        "boundary": ("boundary_sample_ids.txt", "boundary_annotator2.jsonl", "boundary_report.json"),
+        "audit-disputed-a": ("audit_disputed_ids.txt", "audit_annotator_a.jsonl", "audit_disputed_a_report.json"),
+        "audit-disputed-b": ("audit_disputed_ids.txt", "audit_annotator_b.jsonl", "audit_disputed_b_report.json"),
+        "audit-control-a": ("audit_control_ids.txt", "audit_annotator_a.jsonl", "audit_control_a_report.json"),
+        "audit-control-b": ("audit_control_ids.txt", "audit_annotator_b.jsonl", "audit_control_b_report.json")}
 
 
 def agreement_report(raw_dir: Path = RAW_DIR, agreement_dir: Path = AGREEMENT_DIR, sample: str = "sample_ids.txt",
