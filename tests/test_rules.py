@@ -190,3 +190,13 @@ def test_an_empty_rule_set_matches_nothing():
     spec = json.loads((Path(__file__).parent.parent / "triage" / "resources" / "rules.json").read_text("utf-8"))
     empty = RuleSet({**spec, "rules": []})
     assert empty.analyze("停电了，电梯困人") == ([], frozenset())
+
+
+def test_cue_negators_are_data():
+    """没有电了 holds the resolution cue 有电了 but says the opposite; which characters
+    negate a cue is part of the rules file."""
+    spec = json.loads((Path(__file__).parent.parent / "triage" / "resources" / "rules.json").read_text("utf-8"))
+    text = "家里停电了，到现在还是没有电了"
+    default = RuleSet(spec).match(normalize_text(text), text)
+    without = RuleSet({**spec, "cue_negators": ""}).match(normalize_text(text), text)
+    assert len(without) < len(default)

@@ -82,6 +82,7 @@ class RuleSet:
             self._not_negations = _alternation(spec.get("negation_exceptions", []))
             self._exception_reach = max(map(len, spec.get("negation_exceptions", [])), default=0)
             self._breakers = set(spec.get("negation_breakers", ""))
+            self._cue_negators = frozenset(spec.get("cue_negators", _CUE_NEGATORS))
             self._resolved = _alternation(spec.get("resolved_cues", []))
             self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
             self._past = _alternation(spec.get("past_cues", []))
@@ -182,7 +183,7 @@ class RuleSet:
 
     def _resolved_somewhere(self, text: str) -> bool:
         """A resolution cue that is not itself negated: 没有电了 holds 有电了 but says the opposite."""
-        return bool(self._resolved) and any(m.start() == 0 or text[m.start() - 1] not in _CUE_NEGATORS
+        return bool(self._resolved) and any(m.start() == 0 or text[m.start() - 1] not in self._cue_negators
                                             for m in self._resolved.finditer(text))
 
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
@@ -335,7 +336,7 @@ def _selectivity(candidate: list[str]) -> float:
     return min(len(t) for t in candidate) - 0.05 * len(candidate)
 
 
-_CUE_NEGATORS = frozenset("没沒冇未")
+_CUE_NEGATORS = "没沒冇未"  # rules files from before ``cue_negators`` was data
 
 
 def _alternation(words: list[str]) -> re.Pattern | None:
