@@ -200,3 +200,16 @@ def test_cue_negators_are_data():
     default = RuleSet(spec).match(normalize_text(text), text)
     without = RuleSet({**spec, "cue_negators": ""}).match(normalize_text(text), text)
     assert len(without) < len(default)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("客户来电后表示停水一整天", "urgency.water_outage"),
+    ("停电了，客户来电后情绪激动", "urgency.power_outage"),
+    ("客户又来电了，说家里还是停电", "urgency.power_outage"),
+])
+def test_a_customer_call_is_not_power_coming_back(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
+
+
+def test_power_coming_back_still_resolves_an_outage(rules):
+    assert "urgency.power_outage" not in hit_ids(rules, "昨晚停电，今早来电了")

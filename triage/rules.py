@@ -84,6 +84,7 @@ class RuleSet:
             self._breakers = set(spec.get("negation_breakers", ""))
             self._cue_negators = frozenset(spec.get("cue_negators", _CUE_NEGATORS))
             self._resolved = _alternation(spec.get("resolved_cues", []))
+            self._not_resolved = _alternation(spec.get("resolved_exceptions", []))
             self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
             self._past = _alternation(spec.get("past_cues", []))
             self._ongoing = _alternation(spec.get("ongoing_cues", []))
@@ -182,9 +183,14 @@ class RuleSet:
         return out
 
     def _resolved_somewhere(self, text: str) -> bool:
-        """A resolution cue that is not itself negated: 没有电了 holds 有电了 but says the opposite."""
-        return bool(self._resolved) and any(m.start() == 0 or text[m.start() - 1] not in self._cue_negators
-                                            for m in self._resolved.finditer(text))
+        """A resolution cue that is not itself negated (没有电了 holds 有电了 but says the opposite)
+        nor overlapping a phrase that resolves nothing (客户来电后: the customer called)."""
+        if not self._resolved:
+            return False
+        spans = [x.span() for x in self._not_resolved.finditer(text)] if self._not_resolved else []
+        return any((m.start() == 0 or text[m.start() - 1] not in self._cue_negators)
+                   and not any(s < m.end() and m.start() < e for s, e in spans)
+                   for m in self._resolved.finditer(text))
 
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
         return bool(self._hypothetical and self._hypothetical.search(text, clause_start, start))
