@@ -213,3 +213,20 @@ def test_a_customer_call_is_not_power_coming_back(rules, text, rule_id):
 
 def test_power_coming_back_still_resolves_an_outage(rules):
     assert "urgency.power_outage" not in hit_ids(rules, "昨晚停电，今早来电了")
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("停水三天了，要求尽快恢复供水", "urgency.water_outage"),
+    ("家里停电了，什么时候恢复正常？", "urgency.power_outage"),
+    ("电梯困人，人已经救出来了吗？", "urgency.people_trapped"),
+    ("停电三小时，物业说马上恢复供电，到现在也没来", "urgency.power_outage"),
+    ("燃气泄漏，师傅说已处理好，可还是有味道", "urgency.gas_leak"),
+])
+def test_a_resolution_asked_for_promised_or_contradicted_resolves_nothing(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text", ["停水一天，昨天晚上恢复供水了", "昨晚停电大概半小时，现在已经恢复了，想问问是什么原因",
+                                  "等了三天终于来电了"])
+def test_a_reported_resolution_still_resolves(rules, text):
+    assert not any(h.level == "same_day" for h in rules.match(normalize_text(text), text))

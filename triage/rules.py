@@ -85,6 +85,8 @@ class RuleSet:
             self._cue_negators = frozenset(spec.get("cue_negators", _CUE_NEGATORS))
             self._resolved = _alternation(spec.get("resolved_cues", []))
             self._not_resolved = _alternation(spec.get("resolved_exceptions", []))
+            self._unresolved_before = _alternation(spec.get("unresolved_before", []))
+            self._unresolved_after = _alternation(spec.get("unresolved_after", []))
             self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
             self._past = _alternation(spec.get("past_cues", []))
             self._ongoing = _alternation(spec.get("ongoing_cues", []))
@@ -182,15 +184,31 @@ class RuleSet:
             out.append((self.rules[k], spans))
         return out
 
-    def _resolved_somewhere(self, text: str) -> bool:
-        """A resolution cue that is not itself negated (没有电了 holds 有电了 but says the opposite)
-        nor overlapping a phrase that resolves nothing (客户来电后: the customer called)."""
+    def _resolved_somewhere(self, text: str, clauses: list[tuple[int, int]]) -> bool:
+        """Whether a resolution cue says the problem is over.
+
+        A cue does not count when it is negated (没有电了 holds 有电了 but says the opposite),
+        overlaps a phrase that resolves nothing (客户来电后: the customer called), follows a
+        demand, wish, question or promise in its clause (要求尽快恢复供水, 什么时候恢复,
+        物业说马上恢复), or is followed in its clause or the next by a question or a
+        contradiction (修好了吗, 说已处理好，可还是有味道).
+        """
         if not self._resolved:
             return False
         spans = [x.span() for x in self._not_resolved.finditer(text)] if self._not_resolved else []
-        return any((m.start() == 0 or text[m.start() - 1] not in self._cue_negators)
-                   and not any(s < m.end() and m.start() < e for s, e in spans)
-                   for m in self._resolved.finditer(text))
+        for m in self._resolved.finditer(text):
+            if m.start() and text[m.start() - 1] in self._cue_negators:
+                continue
+            if any(s < m.end() and m.start() < e for s, e in spans):
+                continue
+            k = _clause_index(clauses, m.start())
+            if self._unresolved_before and self._unresolved_before.search(text, clauses[k][0], m.start()):
+                continue
+            after_end = clauses[min(k + 1, len(clauses) - 1)][1]
+            if self._unresolved_after and self._unresolved_after.search(text, m.end(), after_end):
+                continue
+            return True
+        return False
 
     def _hypothetical_clause(self, text: str, clause_start: int, start: int) -> bool:
         return bool(self._hypothetical and self._hypothetical.search(text, clause_start, start))
@@ -201,7 +219,7 @@ class RuleSet:
             return True
         c_start, c_end = clauses[k]
         ongoing = bool(self._ongoing and self._ongoing.search(text, c_start, c_end))
-        if not ongoing and self._resolved_somewhere(text):
+        if not ongoing and self._resolved_somewhere(text, clauses):
             return True
         return bool(self._past and self._past.search(text, c_start, start)) and not ongoing
 
