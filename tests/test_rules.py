@@ -230,3 +230,58 @@ def test_a_resolution_asked_for_promised_or_contradicted_resolves_nothing(rules,
                                   "等了三天终于来电了"])
 def test_a_reported_resolution_still_resolves(rules, text):
     assert not any(h.level == "same_day" for h in rules.match(normalize_text(text), text))
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("上周六晚上，我在自助银行存钱，隔壁垃圾桶突然窜起火苗，后来消防车都来了", "urgency.fire_smoke"),
+    ("前天下午在营业厅排队，充电区突然冒烟，店员只顾收手机", "urgency.fire_smoke"),
+])
+def test_a_past_cue_earlier_in_the_sentence_makes_a_hazard_past(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("暖气从昨天半夜开始，一点热乎气都没有，屋里就11度，停暖了", "urgency.heating_outage"),
+    ("上周说来修，结果现在还是停电，冰箱都化了", "urgency.power_outage"),
+    ("昨晚小区停了电，到现在冰箱里的东西都化了，还是没有电", "urgency.power_outage"),
+])
+def test_a_sentence_that_says_it_goes_on_keeps_the_hazard_current(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
+
+
+def test_past_scope_is_the_clause_without_sentence_delimiters(rules):
+    spec = json.loads((Path(__file__).parent.parent / "triage" / "resources" / "rules.json").read_text("utf-8"))
+    text = "上周六晚上，我在网点等号，隔壁突然窜起火苗"
+    clause_only = RuleSet({**spec, "sentence_delimiters": ""}).match(normalize_text(text), text)
+    assert "urgency.fire_smoke" in {h.rule_id for h in clause_only}
+    assert "urgency.fire_smoke" not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("站务员已经断电拉了隔离带，麻烦尽快来修", "urgency.power_outage"),        # made safe on purpose
+    ("厨房那一路断电了，其他房间用电正常，请来查线路", "urgency.power_outage"),  # one circuit, not an outage
+    ("最后自己打车花了120元", "urgency.injury"),                              # money, not an ambulance
+    ("电梯口有一摊呕吐物两天没人清理", "urgency.injury"),
+    ("取件码无效，件锁在里面拿不出来", "urgency.people_trapped"),              # a parcel, not a person
+    ("师傅拿电笔测过，外壳没带电", "urgency.electric_hazard"),
+    ("冷气机一直滴水，唔系漏电", "urgency.electric_hazard"),                   # Cantonese denial
+    ("鞋子穿两天就开胶，激到我爆炸", "urgency.fire_smoke"),                    # figurative
+    ("等了九天还没到，我急得嗓子都冒烟了", "urgency.fire_smoke"),
+    ("晚上水压小，燃气热水器打不着火", "urgency.gas_outage"),                  # an appliance, not the supply
+    ("安检员说不配合安检就停气", "urgency.gas_outage"),                        # a threat, not a cut
+    ("房子空置半年，已申请停水，却收到欠费通知", "urgency.water_outage"),
+    ("插头冒了火花，我当即拔掉插头，没有再冒烟", "urgency.electric_hazard"),    # made safe
+])
+def test_made_safe_lookalike_and_figurative_hits_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("客户给其送货的快递员连人带货被困在电梯内", "urgency.people_trapped"),
+    ("电源线破损处冒出火花，地面全是水", "urgency.electric_hazard"),
+    ("充电枪线身破裂，看得到里面露出铜线", "urgency.electric_hazard"),
+    ("升级说六点结束，现在下午三点了，宽带、固话还是全部不通", "urgency.service_down"),
+    ("我拔掉了插头，插座还在冒火花", "urgency.electric_hazard"),          # made safe? no: still sparking
+])
+def test_people_trapped_live_wires_and_dead_lines_still_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)

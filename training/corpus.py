@@ -30,7 +30,7 @@ HARD_CASE_TAGS = (
     "elevator_noise", "elevator_trapped", "planned_outage_overrun",
     "figurative_anger", "flag_lookalike", "denied_threat", "praise",
     "buried_emergency", "symptom_only", "made_safe", "past_incident",
-    "mixed_feedback", "colloquial_anger", "category_boundary",
+    "mixed_feedback", "colloquial_anger", "category_boundary", "urgency_contrast",
 )
 RAW_FIELDS = ("text", *HEADS, "escalation", "domain", "script", "register")
 SPLITS = {"train": 0.70, "dev": 0.15, "test": 0.15}

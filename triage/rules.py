@@ -90,6 +90,9 @@ class RuleSet:
             self._hypothetical = _alternation(spec.get("hypothetical_cues", []))
             self._past = _alternation(spec.get("past_cues", []))
             self._ongoing = _alternation(spec.get("ongoing_cues", []))
+            self._present = _alternation(spec.get("present_cues", []))
+            delimiters = spec.get("sentence_delimiters", "")
+            self._sentence_re = re.compile(f"[{re.escape(delimiters)}]") if delimiters else None
             self._praise = _alternation(spec.get("praise_cues", []))
             self.rules = [self._compile(r) for r in spec["rules"]]
         except (KeyError, TypeError, ValueError, re.error) as exc:
@@ -214,14 +217,31 @@ class RuleSet:
         return bool(self._hypothetical and self._hypothetical.search(text, clause_start, start))
 
     def _not_current(self, text: str, clauses, k: int, start: int, end: int, praise: bool) -> bool:
-        """An urgency hit that describes no danger now: praise, resolved, or a finished past event."""
+        """An urgency hit that describes no danger now: praise, resolved, or a finished past event.
+
+        A past cue counts in the hit's clause before it, or (with ``sentence_delimiters``)
+        anywhere earlier in its sentence (上周六晚上，我在网点存钱，隔壁突然窜起火苗), unless
+        the sentence also says it goes on (从昨晚开始…, 现在还…): a narrative keeps its
+        time frame until the sentence ends.
+        """
         if praise:
             return True
         c_start, c_end = clauses[k]
         ongoing = bool(self._ongoing and self._ongoing.search(text, c_start, c_end))
         if not ongoing and self._resolved_somewhere(text, clauses):
             return True
-        return bool(self._past and self._past.search(text, c_start, start)) and not ongoing
+        if ongoing or not self._past:
+            return False
+        if self._past.search(text, c_start, start):
+            return True
+        if self._sentence_re is None:
+            return False
+        s_start = max((m.end() for m in self._sentence_re.finditer(text, 0, start)), default=0)
+        m = self._sentence_re.search(text, end)
+        s_end = m.start() if m else len(text)
+        if any(cues and cues.search(text, s_start, s_end) for cues in (self._ongoing, self._present)):
+            return False
+        return bool(self._past.search(text, s_start, c_start))
 
     def match(self, text: str, original: str | None = None) -> list[RuleHit]:
         """Hits in ``text`` (normalised); evidence strings are cut from ``original``."""
