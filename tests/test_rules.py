@@ -285,3 +285,21 @@ def test_made_safe_lookalike_and_figurative_hits_stay_silent(rules, text, rule_i
 ])
 def test_people_trapped_live_wires_and_dead_lines_still_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("厨房好像有点臭鸡蛋味，我们不敢开火", "urgency.gas_leak"),
+    ("支行侧墙外那根燃气管的接口处一直有嘶嘶声", "urgency.gas_leak"),
+    ("充值机侧面那块铁皮，手一贴上去就发麻", "urgency.electric_hazard"),
+    ("书桌下方的插座一直散出焦糊味", "urgency.electric_hazard"),
+    ("电池包底下在冒白烟，快来", "urgency.fire_smoke"),
+    ("电梯卡在两层中间，我妈在里面", "urgency.people_trapped"),
+    ("家里水龙头拧开一点水都没有", "urgency.water_outage"),
+    ("整栋楼黑漆漆的，电梯也不动", "urgency.power_outage"),
+])
+def test_hazards_told_by_their_symptoms_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
+
+
+def test_a_hissing_water_pipe_is_not_gas(rules):
+    assert "urgency.gas_leak" not in hit_ids(rules, "卫生间的水管有嘶嘶声，不是燃气管，是自来水管")
