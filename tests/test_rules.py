@@ -303,3 +303,27 @@ def test_hazards_told_by_their_symptoms_fire(rules, text, rule_id):
 
 def test_a_hissing_water_pipe_is_not_gas(rules):
     assert "urgency.gas_leak" not in hit_ids(rules, "卫生间的水管有嘶嘶声，不是燃气管，是自来水管")
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("收到短信，说下周二早8点到晚8点快充站停电改造，能不能挪到夜里", "urgency.power_outage"),   # announced, not yet
+    ("请问周六小区停电检修是几点到几点？", "urgency.power_outage"),
+    ("公告说本周六全小区因更换主管道停水，那天正好摆寿宴", "urgency.water_outage"),
+    ("停电原因至今没个说法，希望给居民一个解释", "urgency.power_outage"),
+    ("希望在电梯厅张贴停电时的疏散示意图", "urgency.power_outage"),
+    ("电梯运行中偶尔顿一下但未停运", "urgency.elevator_stopped"),
+    ("闻到燃气异味，店方已关闭燃气总阀并开窗通风，目前已无异味", "urgency.gas_leak"),   # made safe
+    ("来电询问上月小区垃圾房起火一事，当晚已扑灭", "urgency.fire_smoke"),
+])
+def test_announced_cuts_explanations_and_made_safe_hazards_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("公告说检修停电到17:00，现已超出4个多小时仍未来电", "urgency.power_outage"),     # a planned cut that overran
+    ("计划停水检修，通知晚8点恢复，至次日早上7点仍然没水", "urgency.water_outage"),
+    ("公告15时恢复供气，至今晚19时仍未通气", "urgency.gas_outage"),
+    ("手机银行从早上八点至今完全无法使用", "urgency.service_down"),
+])
+def test_planned_cuts_that_overran_still_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
