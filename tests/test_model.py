@@ -202,3 +202,34 @@ def test_a_bundle_from_before_rule_states_loads_without_them(small_bundle, tmp_p
     old = load(dst)
     assert old.featurizer.config.rule_states == 0.0 and not old.featurizer.uses_rule_states
     assert old.score("小区停电了").label("urgency") in old.heads["urgency"].labels
+
+
+def _with_same_day_threshold(small_bundle, tmp_path, threshold):
+    dst = _copy(small_bundle, tmp_path)
+    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
+    manifest["heads"]["urgency"]["decision"]["same_day_threshold"] = threshold
+    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    return load(dst)
+
+
+def test_a_same_day_call_only_the_threshold_made_stands_but_needs_review(small_bundle, tmp_path):
+    model = _with_same_day_threshold(small_bundle, tmp_path, 1e-9)
+    text = "营业员办业务时一直在玩手机，态度很差"
+    probs = model.predict_proba([normalize_text(text)])["urgency"][0]
+    assert model.heads["urgency"].labels[int(np.argmax(probs))] != "same_day"
+    res = model.score(text)
+    assert res.label("urgency") == "same_day"
+    assert res.heads["urgency"].needs_review and "urgency_same_day_by_threshold" in res.review_reasons
+    assert any(r["source"] == "decision" for r in res.urgency_reasons)
+
+
+def test_a_rule_that_agrees_with_the_threshold_clears_the_review(small_bundle, tmp_path):
+    model = _with_same_day_threshold(small_bundle, tmp_path, 1e-9)
+    text = "营业员态度很差，顺便说一下门口电线在打火花"
+    probs = model.predict_proba([normalize_text(text)])["urgency"][0]
+    assert model.heads["urgency"].labels[int(np.argmax(probs))] != "same_day"
+    res = model.score(text)
+    assert res.label("urgency") == "same_day"
+    assert {r["source"] for r in res.urgency_reasons} >= {"decision", "rule"}
+    assert not res.heads["urgency"].needs_review
+    assert "urgency_same_day_by_threshold" not in res.review_reasons

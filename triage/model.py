@@ -474,7 +474,8 @@ class Model:
                                                    probs.get(MEMBER_URGENCY))
         for name, pred in heads.items():
             if pred.needs_review:
-                review_reasons.append(f"{name}_below_threshold")
+                raised = name == "urgency" and any(r["source"] == "decision" for r in urgency_reasons)
+                review_reasons.append("urgency_same_day_by_threshold" if raised else f"{name}_below_threshold")
         for flag in REVIEW_FLAGS:
             if flag in escalation:
                 review_reasons.append(f"flag_{flag}")
@@ -525,7 +526,13 @@ class Model:
     def _decide_urgency(self, pred: HeadPrediction, p: np.ndarray, hits, model_flags: dict,
                         member_p: np.ndarray | None = None) -> list[dict]:
         """Apply the bundle's same_day decision threshold, an ensemble member's same_day decision, then the
-        rule floor: each may only raise urgency."""
+        rule floor: each may only raise urgency.
+
+        A same_day call that only the decision threshold made (the model's best class was another,
+        no rule or flag agrees) stands, since missing a same_day ticket is the costlier error, but
+        is marked for review: the threshold is set low for recall, and such calls are right far
+        less often than the model's own same_day calls.
+        """
         head = self.heads["urgency"]
         reasons = [{"source": "model", "label": pred.label, "probability": round(pred.confidence, 6)}]
         if not self._urgency_rules:
@@ -535,7 +542,7 @@ class Model:
             p_sd = float(p[head.labels.index("same_day")])
             if p_sd >= sd_threshold and pred.label != "same_day":
                 pred.label, pred.confidence = "same_day", p_sd
-                pred.needs_review = False
+                pred.needs_review = True
                 reasons.append({"source": "decision", "label": "same_day", "probability": round(p_sd, 6),
                                 "threshold": sd_threshold})
         if member_p is not None and pred.label != "same_day":
@@ -559,6 +566,8 @@ class Model:
         if final != pred.label:
             pred.label = final
             pred.confidence = float(p[head.labels.index(final)])
+            pred.needs_review = False
+        elif final == "same_day" and floor == final and any(r["source"] == "decision" for r in reasons):
             pred.needs_review = False
         return reasons
 
