@@ -110,6 +110,13 @@ def test_confusion_counts_match_a_recount(tiny_bundle, written):
     hits = sum(1 for g, p in same_day if g == p == "same_day")
     assert report["same_day"]["support"] == 12
     assert report["same_day"]["recall"] == round(hits / 12, 4)
+    auto = [(r["urgency"], res.heads["urgency"].label) for r, res in zip(rows, results)
+            if not res.heads["urgency"].needs_review]
+    auto_hits = sum(1 for g, p in auto if g == p == "same_day")
+    assert report["same_day"]["without_review"]["recall"] == round(auto_hits / 12, 4)
+    assert report["same_day"]["without_review"]["calls"] == sum(1 for _, p in auto if p == "same_day")
+    assert report["same_day"]["calls_for_review"] == sum(
+        1 for res in results if res.heads["urgency"].label == "same_day" and res.heads["urgency"].needs_review)
 
 
 @pytest.mark.slow

@@ -169,7 +169,9 @@ def cmd_eval(args) -> int:
         print(f"{head}: macro-F1 {rep['macro_f1']}, accuracy {rep['accuracy']}, n {rep['n']}")
     if "same_day" in report:
         sd = report["same_day"]
-        print(f"same_day: recall {sd['recall']}, precision {sd['precision']}")
+        auto = sd["without_review"]
+        print(f"same_day: recall {sd['recall']}, precision {sd['precision']}; without review: "
+              f"precision {auto['precision']}, recall {auto['recall']} ({sd['calls_for_review']} calls for review)")
     if args.report:
         _write_report(Path(args.report), report, f"Evaluation of {args.model}", report_markdown)
     return 0

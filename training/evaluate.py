@@ -212,9 +212,15 @@ def evaluate_bundle(model_path, data, *, text_column: str = "text", heads: dict 
         if head == "urgency" and "same_day" in index:
             sd = index["same_day"]
             tp = int(((pred == sd) & (y == sd)).sum())
+            called_auto = (pred == sd) & auto
+            tp_auto = int((called_auto & (y == sd)).sum())
             report["same_day"] = {"recall": round(tp / max(1, int((y == sd).sum())), 4),
                                   "precision": round(tp / max(1, int((pred == sd).sum())), 4),
-                                  "support": int((y == sd).sum())}
+                                  "support": int((y == sd).sum()),
+                                  "without_review": {"recall": round(tp_auto / max(1, int((y == sd).sum())), 4),
+                                                     "precision": round(tp_auto / max(1, int(called_auto.sum())), 4),
+                                                     "calls": int(called_auto.sum())},
+                                  "calls_for_review": int(((pred == sd) & needs_review).sum())}
     if dataset.flags is not None:
         report["escalation"] = flag_report(dataset.flags, [list(r.escalation) for r in results])
     report["needs_review_rate"] = round(float(np.mean([r.needs_review for r in results])), 4)
