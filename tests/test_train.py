@@ -81,6 +81,18 @@ def test_either_classifier_trains_a_bundle_that_ranks_the_right_label_first(tmp_
     assert sum(t["probability"] for t in res["topic"]["top"]) <= 1.0 + 1e-6
 
 
+def test_a_label_rarer_than_the_folds_trains_with_a_clear_warning(tmp_path, capsys):
+    path = tmp_path / "d.jsonl"
+    rows = [{"内容": t, "类别": a} for t, a, _ in ROWS] + [{"内容": "路灯杆被车撞歪了", "类别": "市政"}]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), "utf-8")
+    config = TrainConfig(data=[str(path)], text_column="内容", heads={"topic": "类别"}, folds=3,
+                         features=FeatureConfig(min_df=1, words=False))
+    train(config, tmp_path / "bundle")
+    err = capsys.readouterr().err
+    assert "topic: fewer rows than the 3 folds for '市政' (1)" in err
+    assert "市政" in load(tmp_path / "bundle").labels["topic"]
+
+
 def test_train_config_refuses_an_unknown_classifier_or_a_bad_c():
     with pytest.raises(ValueError, match="classifier must be one of svm, logreg"):
         TrainConfig(data=["x.csv"], classifier="forest")

@@ -8,7 +8,9 @@ refits on all data and writes the bundle.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,18 @@ def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, unit="step")
 
 
+def _warn_rare_labels(dataset: Dataset, folds: int) -> None:
+    """Say on stderr which labels have fewer rows than folds: their cross-validated scores and
+    thresholds rest on almost nothing (training still goes on)."""
+    for head, values in dataset.labels.items():
+        counts = collections.Counter(v for v in values if v is not None)
+        rare = sorted((c, lb) for lb, c in counts.items() if c < folds)
+        if rare:
+            listed = ", ".join(f"{lb!r} ({c})" for c, lb in rare)
+            print(f"warning: {head}: fewer rows than the {folds} folds for {listed}; "
+                  "their cross-validated scores and thresholds are unreliable", file=sys.stderr)
+
+
 def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str], tokenizer,
                    label_index: dict, states: list | None = None) -> tuple[dict, dict, np.ndarray, dict]:
     """Out-of-fold logits per head (grouped stratified k-fold), baseline predictions, the fold
@@ -137,7 +151,10 @@ def cross_validate(config: TrainConfig, dataset: Dataset, normalized: list[str],
                 if h == "urgency" and states is not None and config.features.rule_states > 0}
     fold_of = np.full(n, -1)
     baseline_preds: dict[str, dict[str, np.ndarray]] = {b: {} for b in config.baselines}
-    splits = list(cv.split(np.zeros(n), strat, groups))
+    _warn_rare_labels(dataset, config.folds)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        splits = list(cv.split(np.zeros(n), strat, groups))
     for k, (tr, te) in enumerate(_progress(splits, config.progress, "cross-validation")):
         fold_of[te] = k
         tr_states, te_states = ([states[i] for i in tr], [states[i] for i in te]) if states else (None, None)
