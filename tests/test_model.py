@@ -233,3 +233,11 @@ def test_a_rule_that_agrees_with_the_threshold_clears_the_review(small_bundle, t
     assert {r["source"] for r in res.urgency_reasons} >= {"decision", "rule"}
     assert not res.heads["urgency"].needs_review
     assert "urgency_same_day_by_threshold" not in res.review_reasons
+
+
+def test_spaced_out_text_scores_like_the_text_without_gaps(small_model):
+    joined = small_model.score("厨房一股很重的煤气味，阀门关了还有").to_dict()
+    spaced = small_model.score("厨 房 一 股 很 重 的 煤 气 味 ， 阀 门 关 了 还 有").to_dict()
+    for head in HEADS:
+        assert spaced[head]["label"] == joined[head]["label"]
+        assert spaced[head]["confidence"] == pytest.approx(joined[head]["confidence"], abs=1e-6)

@@ -1,7 +1,7 @@
 import pytest
 
 from triage.errors import InvalidTicketError
-from triage.normalize import feature_text, mask_pii, normalize_text, validate_text
+from triage.normalize import feature_text, mask_pii, normalize_text, spaced_out_gaps, validate_text
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -55,3 +55,17 @@ def test_mask_pii_replaces_personal_numbers(raw, tag):
 
 def test_mask_pii_leaves_short_numbers_alone():
     assert mask_pii("3栋2单元1101室，停电3小时，打了110") == "3栋2单元1101室，停电3小时，打了110"
+
+
+@pytest.mark.parametrize("spaced, joined", [
+    ("小区 停水 两天 了 , 物业 不管", "小区停水两天了,物业不管"),   # pre-segmented words
+    ("停 水 了 , 快 来 人", "停水了,快来人"),                      # one character at a time
+])
+def test_feature_text_closes_the_gaps_of_spaced_out_chinese(spaced, joined):
+    assert feature_text(spaced) == feature_text(joined) == joined
+
+
+def test_feature_text_keeps_a_pause_between_clauses():
+    text = "上周就说帮我查 到现在没消息 我的包裹还在不在啊"
+    assert feature_text(text) == text
+    assert spaced_out_gaps(text) is None

@@ -327,3 +327,13 @@ def test_announced_cuts_explanations_and_made_safe_hazards_stay_silent(rules, te
 ])
 def test_planned_cuts_that_overran_still_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id, evidence", [
+    ("厨 房 一 股 很 重 的 煤 气 味 ， 快 来 人", "urgency.gas_leak", "煤 气 味"),
+    ("小区 停水 两天 了 ， 物业 不管", "urgency.water_outage", "停水"),
+])
+def test_spaced_out_text_is_matched_with_evidence_in_the_text_as_given(rules, text, rule_id, evidence):
+    hits = [h for h in rules.match(normalize_text(text), text) if h.rule_id == rule_id]
+    assert hits and hits[0].evidence.text == evidence
+    assert text[hits[0].evidence.start:hits[0].evidence.end] == evidence

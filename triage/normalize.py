@@ -72,6 +72,10 @@ _FORM_FIELD = re.compile(r"(主活动名称|活动名称|工单号|联系电话|
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DIGITS = re.compile(r"\d")
 _SPACES = re.compile(r"\s+")
+_CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff,.!?;:、。])\s+(?=[\u3400-\u9fff,.!?;:、。])")
+_CJK_SPLIT = re.compile(r"[\u3400-\u9fff]\s+(?=[\u3400-\u9fff])")
+_CJK_PAIR = re.compile(r"[\u3400-\u9fff](?=\s*[\u3400-\u9fff])")
+SPACED_OUT_SHARE = 0.3
 
 
 def feature_text(normalized: str) -> str:
@@ -84,7 +88,27 @@ def feature_text(normalized: str) -> str:
     text = _FORM_FIELD.sub(" ", normalized)
     text = _FORM_NOISE.sub(" # ", text)
     text = _DIGITS.sub("0", text.lower())
-    return _SPACES.sub(" ", text).strip()
+    return _SPACES.sub(" ", join_spaced_out(text)).strip()
+
+
+def join_spaced_out(text: str) -> str:
+    """Close the gaps of a text whose Chinese is spaced out (小区 停水 两天 了, 停 水 了).
+
+    Pre-segmented exports, speech transcripts and some forms put a space between words or
+    characters; the n-grams of such a text match nothing the models learnt. A space between
+    two Chinese characters (or a character and a punctuation mark) is dropped only when at
+    least ``SPACED_OUT_SHARE`` of the character pairs are split so: in ordinary text a space between clauses (上周就说帮我查
+    到现在没消息) is a pause worth keeping.
+    """
+    return _CJK_GAP.sub("", text) if spaced_out_gaps(text) else text
+
+
+def spaced_out_gaps(text: str) -> list[tuple[int, int]] | None:
+    """The whitespace spans ``join_spaced_out`` drops, or None when the text is not spaced out."""
+    gaps = len(_CJK_SPLIT.findall(text))
+    if gaps >= 3 and gaps >= SPACED_OUT_SHARE * len(_CJK_PAIR.findall(text)):
+        return [m.span() for m in _CJK_GAP.finditer(text)]
+    return None
 
 
 def validate_text(text, max_chars: int = DEFAULT_MAX_CHARS) -> str:

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from triage.errors import RulesError
+from triage.normalize import spaced_out_gaps
 
 URGENCY_ORDER = ("normal", "within_24h", "same_day")
 
@@ -248,6 +249,26 @@ class RuleSet:
         return self.analyze(text, original)[0]
 
     def analyze(self, text: str, original: str | None = None) -> tuple[list[RuleHit], frozenset[str]]:
+        """The hits of ``match`` and the states of every urgency pattern match (see ``_analyze``).
+
+        A spaced-out text (停 水 了, 小区 停水 两天 了) is matched with its gaps closed, as the
+        models see it, and the evidence offsets are mapped back to the text as given.
+        """
+        original = original if original is not None else text
+        gaps = spaced_out_gaps(text)
+        if not gaps:
+            return self._analyze(text, original)
+        dropped = {i for start, end in gaps for i in range(start, end)}
+        kept = [i for i in range(len(text)) if i not in dropped]
+        joined = "".join(text[i] for i in kept)
+        hits, states = self._analyze(joined)
+        out = []
+        for hit in hits:
+            start, end = kept[hit.evidence.start], kept[hit.evidence.end - 1] + 1
+            out.append(RuleHit(hit.rule_id, hit.kind, hit.flag, hit.level, Evidence(original[start:end], start, end)))
+        return out, states
+
+    def _analyze(self, text: str, original: str | None = None) -> tuple[list[RuleHit], frozenset[str]]:
         """The hits of ``match`` and the states of every urgency pattern match.
 
         A state names the rule and what became of its match: ``on`` (a hit), ``neg``
