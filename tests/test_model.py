@@ -241,3 +241,12 @@ def test_spaced_out_text_scores_like_the_text_without_gaps(small_model):
     for head in HEADS:
         assert spaced[head]["label"] == joined[head]["label"]
         assert spaced[head]["confidence"] == pytest.approx(joined[head]["confidence"], abs=1e-6)
+
+
+def test_a_bundle_from_before_text_views_reads_text_as_it_was_trained(small_bundle, tmp_path):
+    dst = _copy(small_bundle, tmp_path)
+    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
+    assert manifest["features"]["config"]["text_view"] == 2
+    del manifest["features"]["config"]["text_view"]
+    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    assert load(dst).featurizer.config.text_view == 1

@@ -69,3 +69,16 @@ def test_feature_text_keeps_a_pause_between_clauses():
     text = "上周就说帮我查 到现在没消息 我的包裹还在不在啊"
     assert feature_text(text) == text
     assert spaced_out_gaps(text) is None
+
+
+@pytest.mark.parametrize("text", ["话费被多扣了，联系电话:138****1234", "话费被多扣了，联系电话13812345678",
+                                  "话费被多扣了，联系电话：******"])
+def test_feature_text_reads_any_contact_number_as_one_marker(text):
+    assert feature_text(normalize_text(text)) == "话费被多扣了, #"
+
+
+def test_feature_text_view_1_is_kept_for_older_bundles():
+    assert feature_text("话费被多扣了 联系电话:138****1234", 1) == "话费被多扣了 000 # 0000"
+    assert feature_text("停 水 了 , 快 来 人", 1) == "停 水 了 , 快 来 人"
+    with pytest.raises(ValueError, match="view"):
+        feature_text("停水", 3)

@@ -16,7 +16,7 @@ from itertools import repeat
 
 import numpy as np
 
-from triage.normalize import feature_text
+from triage.normalize import FEATURE_VIEW, feature_text
 from triage.tokenize import WordTokenizer
 
 WORD_PREFIX = "\x01"
@@ -36,6 +36,7 @@ class FeatureConfig:
     min_df: int = 2
     max_features: int = 80_000
     rule_states: float = 0.0
+    text_view: int = FEATURE_VIEW
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -142,7 +143,7 @@ class Featurizer:
     def reference_counts(self, normalized: str, *, featurised: bool = False) -> dict[int, int]:
         """Feature index -> count, the slow and obvious way (for tests and long n-grams)."""
         counts: dict[int, int] = {}
-        text = normalized if featurised else feature_text(normalized)
+        text = normalized if featurised else feature_text(normalized, self.config.text_view)
         for gram in analyze(text, self.config, self.tokenizer):
             idx = self.vocabulary.get(gram)
             if idx is not None:
@@ -166,7 +167,7 @@ class Featurizer:
         and counted per (row, feature) in one ``np.unique``. Within a row, indices are
         ascending.
         """
-        texts = [feature_text(t) for t in normalized_texts]
+        texts = [feature_text(t, self.config.text_view) for t in normalized_texts]
         n_rows, n_features = len(texts), self.n_features
         if self._keyed:
             pairs = [self._char_pairs(texts)]
@@ -271,7 +272,7 @@ def fit_featurizer(normalized_texts, config: FeatureConfig, tokenizer: WordToken
     n_docs = 0
     for text in normalized_texts:
         n_docs += 1
-        for gram in set(analyze(feature_text(text), config, tokenizer)):
+        for gram in set(analyze(feature_text(text, config.text_view), config, tokenizer)):
             df[gram] = df.get(gram, 0) + 1
     kept = [(g, c) for g, c in df.items() if c >= config.min_df]
     kept.sort(key=lambda gc: (-gc[1], gc[0]))

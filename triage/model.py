@@ -302,7 +302,8 @@ class Model:
         grams, idf = data.get("features"), data.get("idf")
         if not isinstance(grams, list) or not isinstance(idf, list) or len(grams) != len(idf):
             raise BundleError("features/vocabulary.json must hold equal-length 'features' and 'idf' lists")
-        config = FeatureConfig(**{"rule_states": 0.0, **spec["config"]})  # bundles from before rule states
+        # bundles from before rule states have none; from before text views, view 1
+        config = FeatureConfig(**{"rule_states": 0.0, "text_view": 1, **spec["config"]})
         tokenizer = None
         if config.words:
             userdict = spec.get("userdict")

@@ -67,8 +67,12 @@ def normalize_text(text: str) -> str:
     return to_simplified(text.translate(_HALFWIDTH_TABLE))
 
 
-_FORM_NOISE = re.compile(r"@~|\*{2,}|[#＃]{2,}|[-=_~]{3,}")
-_FORM_FIELD = re.compile(r"(主活动名称|活动名称|工单号|联系电话|受理号码|投诉号码|业务号码|来电号码|联系人)[:：]")
+_IDENTIFIER = re.compile(r"\d*\*{2,}[\d*]*|\d{6,}")
+_FORM_NOISE = re.compile(r"@~|[#＃]{2,}|[-=_~]{3,}")
+_FORM_FIELD = re.compile(r"(主活动名称|活动名称|工单号|联系电话|联系方式|受理号码|投诉号码|业务号码|来电号码|联系人)[:：]?")
+_FORM_NOISE_V1 = re.compile(r"@~|\*{2,}|[#＃]{2,}|[-=_~]{3,}")
+_FORM_FIELD_V1 = re.compile(r"(主活动名称|活动名称|工单号|联系电话|受理号码|投诉号码|业务号码|来电号码|联系人)[:：]")
+FEATURE_VIEW = 2
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DIGITS = re.compile(r"\d")
 _SPACES = re.compile(r"\s+")
@@ -78,15 +82,27 @@ _CJK_PAIR = re.compile(r"[\u3400-\u9fff](?=\s*[\u3400-\u9fff])")
 SPACED_OUT_SHARE = 0.3
 
 
-def feature_text(normalized: str) -> str:
+def feature_text(normalized: str, view: int = FEATURE_VIEW) -> str:
     """The view of a normalised text the models see.
 
-    Masked numbers (``******``), form separators and field names carry no meaning for
-    routing and differ between ticket systems, so they are reduced to one marker;
-    digits are folded to ``0`` so that amounts, dates and room numbers generalise.
+    Field names (联系电话:, 工单号) and form separators (``@~``) carry no meaning for
+    routing and differ between ticket systems, so they are dropped; a masked number
+    (``******``, ``138****1234``) or a long digit run (phone, order, ID numbers) becomes one
+    ``#`` marker, whatever its digits; other digits are folded to ``0`` so that amounts,
+    dates and room numbers generalise; spaced-out Chinese is joined (``join_spaced_out``).
+    A bundle records the view it was trained with (``FeatureConfig.text_view``): view 1,
+    of bundles made before 4 December 2026, turned separators into the marker too, read a
+    partly masked or unmasked phone number as digits and did not join spaced-out text.
     """
+    if view == 1:
+        text = _FORM_FIELD_V1.sub(" ", normalized)
+        text = _FORM_NOISE_V1.sub(" # ", text)
+        return _SPACES.sub(" ", _DIGITS.sub("0", text.lower())).strip()
+    if view != 2:
+        raise ValueError(f"unknown feature text view {view!r}")
     text = _FORM_FIELD.sub(" ", normalized)
-    text = _FORM_NOISE.sub(" # ", text)
+    text = _IDENTIFIER.sub(" # ", text)
+    text = _FORM_NOISE.sub(" ", text)
     text = _DIGITS.sub("0", text.lower())
     return _SPACES.sub(" ", join_spaced_out(text)).strip()
 
@@ -105,6 +121,8 @@ def join_spaced_out(text: str) -> str:
 
 def spaced_out_gaps(text: str) -> list[tuple[int, int]] | None:
     """The whitespace spans ``join_spaced_out`` drops, or None when the text is not spaced out."""
+    if text.count(" ") < 3:
+        return None
     gaps = len(_CJK_SPLIT.findall(text))
     if gaps >= 3 and gaps >= SPACED_OUT_SHARE * len(_CJK_PAIR.findall(text)):
         return [m.span() for m in _CJK_GAP.finditer(text)]
