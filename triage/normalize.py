@@ -67,7 +67,8 @@ def normalize_text(text: str) -> str:
     return to_simplified(text.translate(_HALFWIDTH_TABLE))
 
 
-_IDENTIFIER = re.compile(r"\d*\*{2,}[\d*]*|\d{6,}")
+_MASKED = re.compile(r"\d*\*{2,}[\d*]*")
+_LONG_NUMBER = re.compile(r"\d{6,}")
 _FORM_NOISE = re.compile(r"@~|[#＃]{2,}|[-=_~]{3,}")
 _FORM_FIELD = re.compile(r"(主活动名称|活动名称|工单号|联系电话|联系方式|受理号码|投诉号码|业务号码|来电号码|联系人)[:：]?")
 _FORM_NOISE_V1 = re.compile(r"@~|\*{2,}|[#＃]{2,}|[-=_~]{3,}")
@@ -101,10 +102,14 @@ def feature_text(normalized: str, view: int = FEATURE_VIEW) -> str:
     if view != 2:
         raise ValueError(f"unknown feature text view {view!r}")
     text = _FORM_FIELD.sub(" ", normalized)
-    text = _IDENTIFIER.sub(" # ", text)
-    text = _FORM_NOISE.sub(" ", text)
-    text = _DIGITS.sub("0", text.lower())
-    return _SPACES.sub(" ", join_spaced_out(text)).strip()
+    if "*" in text:
+        text = _MASKED.sub(" # ", text)
+    if _DIGITS.search(text):
+        text = _DIGITS.sub("0", _LONG_NUMBER.sub(" # ", text))
+    text = _FORM_NOISE.sub(" ", text.lower())
+    if text.count(" ") >= 3:
+        text = join_spaced_out(text)
+    return _SPACES.sub(" ", text).strip()
 
 
 def join_spaced_out(text: str) -> str:
