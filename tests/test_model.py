@@ -106,6 +106,15 @@ def _copy(bundle, tmp_path):
     return dst
 
 
+def _copy_with_manifest(bundle, tmp_path, edit):
+    """A copy of ``bundle`` whose manifest ``edit`` (a function of the parsed manifest) changed."""
+    dst = _copy(bundle, tmp_path)
+    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
+    edit(manifest)
+    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    return dst
+
+
 def test_corrupt_onnx_file_is_refused(small_bundle, tmp_path):
     dst = _copy(small_bundle, tmp_path)
     path = dst / "heads" / "category.onnx"
@@ -131,10 +140,7 @@ def test_truncated_vocabulary_is_refused(small_bundle, tmp_path):
     (lambda m: m.pop("rules"), "rule states but the bundle ships no rules"),
 ])
 def test_bad_manifest_is_refused_with_a_clear_message(small_bundle, tmp_path, edit, message):
-    dst = _copy(small_bundle, tmp_path)
-    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
-    edit(manifest)
-    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    dst = _copy_with_manifest(small_bundle, tmp_path, edit)
     with pytest.raises(BundleError, match=message):
         load(dst)
 
@@ -195,41 +201,30 @@ def test_scores_use_the_rule_states_the_heads_were_trained_with(small_model):
 
 
 def test_a_bundle_from_before_rule_states_loads_without_them(small_bundle, tmp_path):
-    dst = _copy(small_bundle, tmp_path)
-    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
-    del manifest["features"]["config"]["rule_states"]
-    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
-    old = load(dst)
+    old = load(_copy_with_manifest(small_bundle, tmp_path, lambda m: m["features"]["config"].pop("rule_states")))
     assert old.featurizer.config.rule_states == 0.0 and not old.featurizer.uses_rule_states
     assert old.score("小区停电了").label("urgency") in old.heads["urgency"].labels
 
 
-def _with_same_day_threshold(small_bundle, tmp_path, threshold):
-    dst = _copy(small_bundle, tmp_path)
-    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
-    manifest["heads"]["urgency"]["decision"]["same_day_threshold"] = threshold
-    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
-    return load(dst)
-
-
-def test_a_same_day_call_only_the_threshold_made_stands_but_needs_review(small_bundle, tmp_path):
-    model = _with_same_day_threshold(small_bundle, tmp_path, 1e-9)
-    text = "营业员办业务时一直在玩手机，态度很差"
+def _score_with_threshold_only(small_bundle, tmp_path, text):
+    """Score ``text`` with a same_day decision threshold that raises anything the model ranks otherwise."""
+    model = load(_copy_with_manifest(small_bundle, tmp_path,
+                                     lambda m: m["heads"]["urgency"]["decision"].update(same_day_threshold=1e-9)))
     probs = model.predict_proba([normalize_text(text)])["urgency"][0]
     assert model.heads["urgency"].labels[int(np.argmax(probs))] != "same_day"
     res = model.score(text)
     assert res.label("urgency") == "same_day"
+    return res
+
+
+def test_a_same_day_call_only_the_threshold_made_stands_but_needs_review(small_bundle, tmp_path):
+    res = _score_with_threshold_only(small_bundle, tmp_path, "营业员办业务时一直在玩手机，态度很差")
     assert res.heads["urgency"].needs_review and "urgency_same_day_by_threshold" in res.review_reasons
     assert any(r["source"] == "decision" for r in res.urgency_reasons)
 
 
 def test_a_rule_that_agrees_with_the_threshold_clears_the_review(small_bundle, tmp_path):
-    model = _with_same_day_threshold(small_bundle, tmp_path, 1e-9)
-    text = "营业员态度很差，顺便说一下门口电线在打火花"
-    probs = model.predict_proba([normalize_text(text)])["urgency"][0]
-    assert model.heads["urgency"].labels[int(np.argmax(probs))] != "same_day"
-    res = model.score(text)
-    assert res.label("urgency") == "same_day"
+    res = _score_with_threshold_only(small_bundle, tmp_path, "营业员态度很差，顺便说一下门口电线在打火花")
     assert {r["source"] for r in res.urgency_reasons} >= {"decision", "rule"}
     assert not res.heads["urgency"].needs_review
     assert "urgency_same_day_by_threshold" not in res.review_reasons
@@ -243,10 +238,7 @@ def test_spaced_out_text_scores_like_the_text_without_gaps(small_model):
         assert spaced[head]["confidence"] == pytest.approx(joined[head]["confidence"], abs=1e-6)
 
 
-def test_a_bundle_from_before_text_views_reads_text_as_it_was_trained(small_bundle, tmp_path):
-    dst = _copy(small_bundle, tmp_path)
-    manifest = json.loads((dst / "manifest.json").read_text("utf-8"))
-    assert manifest["features"]["config"]["text_view"] == 2
-    del manifest["features"]["config"]["text_view"]
-    (dst / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+def test_a_bundle_from_before_text_views_reads_text_as_it_was_trained(small_bundle, small_model, tmp_path):
+    assert small_model.featurizer.config.text_view == 2
+    dst = _copy_with_manifest(small_bundle, tmp_path, lambda m: m["features"]["config"].pop("text_view"))
     assert load(dst).featurizer.config.text_view == 1

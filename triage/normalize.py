@@ -107,9 +107,7 @@ def feature_text(normalized: str, view: int = FEATURE_VIEW) -> str:
     if _DIGITS.search(text):
         text = _DIGITS.sub("0", _LONG_NUMBER.sub(" # ", text))
     text = _FORM_NOISE.sub(" ", text.lower())
-    if text.count(" ") >= 3:
-        text = join_spaced_out(text)
-    return _SPACES.sub(" ", text).strip()
+    return _SPACES.sub(" ", join_spaced_out(text)).strip()
 
 
 def join_spaced_out(text: str) -> str:

@@ -255,7 +255,7 @@ class RuleSet:
         models see it, and the evidence offsets are mapped back to the text as given.
         """
         original = original if original is not None else text
-        gaps = spaced_out_gaps(text) if text.count(" ") >= 3 else None
+        gaps = spaced_out_gaps(text)
         if not gaps:
             return self._analyze(text, original)
         dropped = {i for start, end in gaps for i in range(start, end)}
