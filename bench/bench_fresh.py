@@ -7,7 +7,9 @@ sixth round was scored with the bundle and rules of commit c87cd7d): the bundle'
 same_day decision, the rules alone, and for a sweep of same_day thresholds the model's
 recall, how many of its misses the rules rescue, and the combined recall and precision.
 That rescue rate on unseen text, not on the rows the rules were written from, says
-whether the rules can buy a higher threshold.
+whether the rules can buy a higher threshold. Every head is scored too (macro-F1,
+accuracy, escalation flags; ``training.evaluate.evaluate_bundle``), which makes a round
+written by new writers an estimate of how the bundle does on text written by others.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import triage  # noqa: E402
+from training.evaluate import evaluate_bundle  # noqa: E402
 from triage.normalize import normalize_text  # noqa: E402
 
 THRESHOLDS = (0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
@@ -32,6 +35,14 @@ def rate(pred: np.ndarray, gold: np.ndarray) -> dict:
     tp = int((pred & gold).sum())
     return {"recall": round(tp / max(int(gold.sum()), 1), 4), "precision": round(tp / max(int(pred.sum()), 1), 4),
             "caught": tp, "called": int(pred.sum())}
+
+
+def summarize_heads(report: dict) -> dict:
+    """Macro-F1 and accuracy per head, flag precision/recall and the review rate of an evaluation."""
+    out = {head: {"macro_f1": sec["macro_f1"], "accuracy": sec["accuracy"]} for head, sec in report["heads"].items()}
+    out["escalation"] = report.get("escalation", {})
+    out["needs_review_rate"] = report["needs_review_rate"]
+    return out
 
 
 def main() -> int:
@@ -58,7 +69,8 @@ def main() -> int:
                       "combined": rate(alone | ruled, gold)})
     report = {"model": str(args.model), "model_version": model.model_version, "data": [p.name for p in args.data],
               "rows": len(rows), "same_day": int(gold.sum()), "decision": rate(final, gold),
-              "rules_alone": rate(ruled, gold), "threshold_sweep": sweep}
+              "rules_alone": rate(ruled, gold), "heads": summarize_heads(evaluate_bundle(args.model, args.data)),
+              "threshold_sweep": sweep}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", "utf-8")
