@@ -337,3 +337,23 @@ def test_spaced_out_text_is_matched_with_evidence_in_the_text_as_given(rules, te
     hits = [h for h in rules.match(normalize_text(text), text) if h.rule_id == rule_id]
     assert hits and hits[0].evidence.text == evidence
     assert text[hits[0].evidence.start:hits[0].evidence.end] == evidence
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("投诉了两次，服务态度一点都没有改善", "urgency.water_outage"),          # 一点都没有 without 水
+    ("发动机抖动，读出故障码说是三缸失火", "urgency.fire_smoke"),            # an engine misfire
+    ("有人打电话叫我把存款转到安全账户，我没理他，直接挂了", "urgency.ongoing_violation"),  # a scam refused
+    ("合约到期后还在扣费，已扣款两个月，若本周仍未退款就投诉", "urgency.ongoing_violation"),  # a billing dispute
+    ("前天暖气停了一整天，昨晚才热乎，要求退这一天的费用", "urgency.heating_outage"),  # heating came back
+])
+def test_generic_phrases_misfires_and_refused_scams_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("楼上楼下一点水都没有，水龙头拧开干的", "urgency.water_outage"),
+    ("刚才已经转出两万到所谓安全账户，对方仍在催我继续转", "urgency.ongoing_violation"),
+    ("卡在我手上，扣款短信一条接一条，现在还在扣", "urgency.ongoing_violation"),
+])
+def test_outages_and_drains_in_progress_still_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
