@@ -357,3 +357,20 @@ def test_generic_phrases_misfires_and_refused_scams_stay_silent(rules, text, rul
 ])
 def test_outages_and_drains_in_progress_still_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("暖气温乎乎的不够热，室内才17度", "urgency.heating_outage"),            # under standard, not off
+    ("出租屋电暖器冒烟了，我已经把插头拔掉了，麻烦换一台", "urgency.fire_smoke"),  # made safe
+    ("近一周天天跳闸停电三四次，冰箱受不了", "urgency.power_outage"),  # intermittent
+])
+def test_weak_heating_unplugged_heaters_and_intermittent_cuts_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("暖气片冰凉，屋里才12度，老人冻得发抖", "urgency.heating_outage"),
+    ("整个单元停电了，到现在还没来电", "urgency.power_outage"),
+])
+def test_cold_homes_and_current_cuts_still_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
