@@ -374,3 +374,22 @@ def test_weak_heating_unplugged_heaters_and_intermittent_cuts_stay_silent(rules,
 ])
 def test_cold_homes_and_current_cuts_still_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("快递员把箱子往地上一扔，纸箱都摔破了", "urgency.injury"),                 # a box, not a person
+    ("快递员把箱子往地上一扔，纸箱都摔破了", "flag.injury"),
+    ("保险柜打不开，护照和现金都锁在里面", "urgency.people_trapped"),           # belongings, not people
+    ("配电房有焦糊味，值班电工已拉下总闸，现场无烟无火", "urgency.electric_hazard"),  # made safe
+    ("电费早就交了却收到通知，说月底前未缴就要停电，请取消停电", "urgency.power_outage"),  # a cut threatened, not happening
+])
+def test_broken_parcels_locked_belongings_pulled_mains_and_cut_notices_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("老人下楼梯摔破了头，正在流血", "urgency.injury"),
+    ("孩子被锁在车里出不来了", "urgency.people_trapped"),
+])
+def test_injuries_and_people_locked_in_still_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
