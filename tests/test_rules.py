@@ -393,3 +393,13 @@ def test_broken_parcels_locked_belongings_pulled_mains_and_cut_notices_stay_sile
 ])
 def test_injuries_and_people_locked_in_still_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("琴日停水成日，而家返咗，但係冇通知", "urgency.water_outage"),           # Cantonese: it is back now
+    ("路由器冒烟了，我拔掉插头后已经没有烟了，请换一台", "urgency.fire_smoke"),   # made safe
+    ("电表箱有焦味，电工已断开开关，现无冒烟", "urgency.electric_hazard"),
+    ("这几天燃气灶火苗明显偏小，烧水很慢", "urgency.fire_smoke"),                 # weak flame, not a fire
+])
+def test_cantonese_resolutions_smoke_gone_and_weak_flames_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
