@@ -403,3 +403,35 @@ def test_injuries_and_people_locked_in_still_fire(rules, text, rule_id):
 ])
 def test_cantonese_resolutions_smoke_gone_and_weak_flames_stay_silent(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("車子充電中途斷電，已經進廠修了三次", "urgency.power_outage"),           # a charging fault, not a supply cut
+    ("我家阳台没暖气片也要交暖气费，不合理", "urgency.heating_outage"),
+    ("骗子让我开屏幕共享，还好没转钱，已经挂了", "urgency.ongoing_violation"),
+    ("通知说礼拜四上午八点到下午六点检修停电，是整个小区都停吗", "urgency.power_outage"),  # announced
+])
+def test_charging_faults_radiator_fees_refused_scams_and_weekday_notices_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text", [
+    "无锡12345工单：市民反映小区井盖冒污水",                  # 无锡 is a city, not a negator
+    "消費者委員會轉介個案：投訴人要求退款",
+    "国家金融监督管理总局某监管分局转办：投诉人反映信用卡被自动分期",
+    "沈阳市政务服务热线交办单：市民反映噪音扰民",
+    "臺中市政府消費者保護官函轉申訴案",
+])
+def test_regulator_transfers_raise_the_regulator_flag(rules, text):
+    assert "flag.regulator" in hit_ids(rules, text)
+
+
+def test_a_longer_lookalike_is_not_hidden_by_a_shorter_one_at_the_same_place():
+    """Look-alikes are searched one by one: in a single alternation 充电 would match first
+    and hide 充电中途断电, and the outage would fire."""
+    spec = json.loads((Path(__file__).parent.parent / "triage" / "resources" / "rules.json").read_text("utf-8"))
+    rule = {"id": "urgency.cut", "kind": "urgency", "level": "same_day", "patterns": ["断电"],
+            "exclude": ["充电", "充电中途断电"]}
+    rules = RuleSet({**spec, "rules": [rule]})
+    assert rules.match("充电中途断电") == []
+    assert [h.rule_id for h in rules.match("家里断电了")] == ["urgency.cut"]

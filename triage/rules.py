@@ -68,7 +68,16 @@ class _Rule:
     level: str | None
     parts: tuple[_Part, ...]
     exclude: re.Pattern | None
+    exclude_parts: tuple[re.Pattern, ...]
     hypothetical_blocks: bool
+
+    def excluded_spans(self, text: str) -> list[tuple[int, int]]:
+        """Spans of every look-alike match. Each pattern is searched on its own: in one
+        alternation a short look-alike (充电) would hide a longer one at the same place
+        (充电中途断电). The alternation only answers, in one scan, whether there are any."""
+        if self.exclude is None or not self.exclude.search(text):
+            return []
+        return [m.span() for p in self.exclude_parts for m in p.finditer(text)]
 
 
 class RuleSet:
@@ -122,6 +131,7 @@ class RuleSet:
             id=raw["id"], kind=kind, flag=raw.get("flag"), level=level,
             parts=tuple(_compile_part(p) for p in raw["patterns"]),
             exclude=re.compile("|".join(f"(?:{p})" for p in exclude), re.IGNORECASE) if exclude else None,
+            exclude_parts=tuple(re.compile(p, re.IGNORECASE) for p in exclude),
             hypothetical_blocks=bool(raw.get("hypothetical_blocks", False)),
         )
 
@@ -283,7 +293,7 @@ class RuleSet:
         hits: list[RuleHit] = []
         states: set[str] = set()
         for rule, spans in self._candidates(text):
-            excluded = [x.span() for x in rule.exclude.finditer(text)] if rule.exclude else []
+            excluded = rule.excluded_spans(text)
             for start, end in spans:
                 if any(s < end and start < e for s, e in excluded):
                     state = "excl"
