@@ -435,3 +435,25 @@ def test_a_longer_lookalike_is_not_hidden_by_a_shorter_one_at_the_same_place():
     rules = RuleSet({**spec, "rules": [rule]})
     assert rules.match("充电中途断电") == []
     assert [h.rule_id for h in rules.match("家里断电了")] == ["urgency.cut"]
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("燃气表隔三差五自动关阀断气，插卡又能用", "urgency.gas_outage"),            # intermittent
+    ("收到欠费停电通知，可是电费已经交了，家里有制氧机真的不能停电", "urgency.power_outage"),
+    ("车停在地库被人划伤了，要求调监控", "flag.injury"),                      # the car, not a person
+    ("制氧机开机即报警，显示流量异常", "flag.police"),                        # a device alarm
+    ("闻到燃气味，师傅已关闭表前阀，开窗通风后复测无浓度", "urgency.gas_leak"),  # made safe
+    ("充电枪插头发烫有焦糊味，已经拔下充电枪", "urgency.electric_hazard"),
+])
+def test_intermittent_cuts_pleas_scratched_cars_device_alarms_and_closed_valves_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("自动门突然夹住老人的手臂，夹出一大片淤青", "flag.injury"),
+    ("外墙瓷砖掉下来砸到他肩膀，人在医院拍片", "flag.injury"),
+    ("半小时内不放人就报警", "flag.police"),
+    ("再不退钱我就PO上PTT让大家看看", "flag.media"),
+])
+def test_bruises_falling_tiles_police_threats_and_forum_posts_raise_flags(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)

@@ -6,7 +6,7 @@
     python -m training.agreement --set workorder
     python -m training.agreement --set boundary
     python -m training.agreement --set contrast-a  # and contrast-b
-    python -m training.agreement --set natural-a   # and natural-b, natural2-a/b, workorder2-a/b, natural3-a/b, channels-a/b
+    python -m training.agreement --set natural-a   # and natural-b, natural2-a/b, workorder2-a/b, natural3-a/b, channels-a/b, proxy-a/b
 
 The second annotator labelled a seeded random sample of 400 records
 (``datasets/agreement/sample_ids.txt``) from the guidelines alone, without seeing
@@ -21,7 +21,8 @@ on 12 records per ``*_contrast`` shard; ``natural-a``/``natural-b`` the same for
 round (12 per ``*_natural`` shard), ``natural2-a``/``natural2-b`` for the eighth (12 per
 ``*_natural2`` shard) and ``workorder2-a``/``workorder2-b`` for the ninth (12 per
 ``*_workorder2`` shard), ``natural3-a``/``natural3-b`` for the tenth (12 per ``*_natural3``
-shard), ``channels-a``/``channels-b`` for the eleventh (12 per ``*_channels`` shard).
+shard), ``channels-a``/``channels-b`` for the eleventh (12 per ``*_channels`` shard),
+``proxy-a``/``proxy-b`` for the twelfth (12 per ``*_proxy`` shard).
 The ``audit-*`` sets are the urgency audit: two blind annotators (a, b) labelled urgency
 for the 113 training rows whose out-of-fold same_day call disagreed most with their label
 (``audit_disputed_ids.txt``) mixed with 113 random training rows (``audit_control_ids.txt``).
@@ -66,6 +67,8 @@ SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
         "natural3-b": ("natural3_sample_ids.txt", "natural3_annotator_b.jsonl", "natural3_b_report.json"),
         "channels-a": ("channels_sample_ids.txt", "channels_annotator_a.jsonl", "channels_a_report.json"),
         "channels-b": ("channels_sample_ids.txt", "channels_annotator_b.jsonl", "channels_b_report.json"),
+        "proxy-a": ("proxy_sample_ids.txt", "proxy_annotator_a.jsonl", "proxy_a_report.json"),
+        "proxy-b": ("proxy_sample_ids.txt", "proxy_annotator_b.jsonl", "proxy_b_report.json"),
         "audit-disputed-a": ("audit_disputed_ids.txt", "audit_annotator_a.jsonl", "audit_disputed_a_report.json"),
         "audit-disputed-b": ("audit_disputed_ids.txt", "audit_annotator_b.jsonl", "audit_disputed_b_report.json"),
         "audit-control-a": ("audit_control_ids.txt", "audit_annotator_a.jsonl", "audit_control_a_report.json"),
