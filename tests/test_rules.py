@@ -457,3 +457,22 @@ def test_intermittent_cuts_pleas_scratched_cars_device_alarms_and_closed_valves_
 ])
 def test_bruises_falling_tiles_police_threats_and_forum_posts_raise_flags(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("烟雾报警器一直响，楼道里一股烟", "urgency.fire_smoke"),
+    ("服务员把热汤泼到孩子手上，烫起一片水泡", "flag.injury"),
+    ("鱼里有石子，咬下去门牙崩了一块", "flag.injury"),
+    ("手表丢在房间里，本周内无结果将报警", "flag.police"),     # 无结果 does not negate 报警
+])
+def test_ringing_smoke_alarms_scalds_broken_teeth_and_conditional_police_reports_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("房间的烟雾报警器一直没响过，是不是坏了", "urgency.fire_smoke"),   # the alarm did not ring
+    ("仪表盘水温报警，已经靠边停车", "flag.police"),                # a dashboard warning
+    ("房间电视无信号，麻烦来调一下", "urgency.service_down"),        # a TV, not the phone line
+])
+def test_silent_alarms_dashboard_warnings_and_tv_signal_do_not_fire(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
