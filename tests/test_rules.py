@@ -476,3 +476,24 @@ def test_ringing_smoke_alarms_scalds_broken_teeth_and_conditional_police_reports
 ])
 def test_silent_alarms_dashboard_warnings_and_tv_signal_do_not_fire(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("管网所回复：非停气，疑似调压器问题，如需更换可能短时停气，届时提前通知", "urgency.gas_outage"),
+    ("客服：您所在区域在此次停水范围内，计划时间为明日9:00至17:00", "urgency.water_outage"),
+    ("昨晚停电约一小时，复电的瞬间冰箱就烧坏了，请协助申请赔偿", "urgency.power_outage"),   # it came back
+    ("施工走后吊顶里掉落的碎屑没人清理", "urgency.structural_falling"),
+    ("救援单 报案 13:41 车主称车辆在高速上爆胎，已停在应急车道", "flag.police"),             # a dispatch field
+])
+def test_denied_and_possible_cuts_restored_power_debris_and_dispatch_fields_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("公告停电到16:00，至18:30仍未复电，预计21:00前复电", "urgency.power_outage"),   # a promise is not power back
+    ("尾门夹住孩子手指，拍片有一根骨裂", "flag.injury"),
+    ("孩子被鱼刺卡住喉咙，去医院做喉镜才取出来", "flag.injury"),
+    ("三十日内未获合理回复，将转交金管局跟进", "flag.regulator"),
+])
+def test_overrun_cuts_fractures_choking_and_financial_regulators_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
