@@ -497,3 +497,22 @@ def test_denied_and_possible_cuts_restored_power_debris_and_dispatch_fields_stay
 ])
 def test_overrun_cuts_fractures_choking_and_financial_regulators_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text", [
+    "闸机门合上夹到孩子胳膊，青了一大块",
+    "门口码的箱子垮下来砸到老人的脚背，肿起好大一坨",
+    "台阶结冰我妈摔倒了，已经送县医院",
+])
+def test_bruises_swelling_and_county_hospitals_raise_injury(rules, text):
+    assert "flag.injury" in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text, rule_id", [
+    ("燃气安检的人说不换软管就给停气", "urgency.gas_outage"),              # a threat to cut
+    ("物业在业主群发广告，停水停电的重要通知都被刷没了", "urgency.water_outage"),
+    ("前台要我自己去派出所做临时住宿登记", "flag.police"),                 # a procedure
+    ("柜台说必须本人到场，要么去法院办监护", "flag.legal"),
+])
+def test_cut_threats_notices_and_procedures_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)

@@ -6,7 +6,7 @@
     python -m training.agreement --set workorder
     python -m training.agreement --set boundary
     python -m training.agreement --set contrast-a  # and contrast-b
-    python -m training.agreement --set natural-a   # and natural-b, natural2-a/b, workorder2-a/b, natural3-a/b, channels-a/b, proxy-a/b, mixed-a/b, workorder3-a/b
+    python -m training.agreement --set natural-a   # and natural-b, natural2-a/b, workorder2-a/b, natural3-a/b, channels-a/b, proxy-a/b, mixed-a/b, workorder3-a/b, plain-a/b
 
 The second annotator labelled a seeded random sample of 400 records
 (``datasets/agreement/sample_ids.txt``) from the guidelines alone, without seeing
@@ -24,7 +24,7 @@ round (12 per ``*_natural`` shard), ``natural2-a``/``natural2-b`` for the eighth
 shard), ``channels-a``/``channels-b`` for the eleventh (12 per ``*_channels`` shard),
 ``proxy-a``/``proxy-b`` for the twelfth (12 per ``*_proxy`` shard), ``mixed-a``/``mixed-b`` for the
 thirteenth (12 per ``*_mixed`` shard), ``workorder3-a``/``workorder3-b`` for the fourteenth (12 per
-``*_workorder3`` shard).
+``*_workorder3`` shard), ``plain-a``/``plain-b`` for the fifteenth (12 per ``*_plain`` shard).
 The ``audit-*`` sets are the urgency audit: two blind annotators (a, b) labelled urgency
 for the 113 training rows whose out-of-fold same_day call disagreed most with their label
 (``audit_disputed_ids.txt``) mixed with 113 random training rows (``audit_control_ids.txt``).
@@ -75,6 +75,8 @@ SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
         "mixed-b": ("mixed_sample_ids.txt", "mixed_annotator_b.jsonl", "mixed_b_report.json"),
         "workorder3-a": ("workorder3_sample_ids.txt", "workorder3_annotator_a.jsonl", "workorder3_a_report.json"),
         "workorder3-b": ("workorder3_sample_ids.txt", "workorder3_annotator_b.jsonl", "workorder3_b_report.json"),
+        "plain-a": ("plain_sample_ids.txt", "plain_annotator_a.jsonl", "plain_a_report.json"),
+        "plain-b": ("plain_sample_ids.txt", "plain_annotator_b.jsonl", "plain_b_report.json"),
         "audit-disputed-a": ("audit_disputed_ids.txt", "audit_annotator_a.jsonl", "audit_disputed_a_report.json"),
         "audit-disputed-b": ("audit_disputed_ids.txt", "audit_annotator_b.jsonl", "audit_disputed_b_report.json"),
         "audit-control-a": ("audit_control_ids.txt", "audit_annotator_a.jsonl", "audit_control_a_report.json"),
