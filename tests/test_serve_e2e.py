@@ -63,8 +63,17 @@ def test_metrics_cover_all_workers(serve_server):
     assert metric_sum(after, "triage_http_requests_total", **key) - \
         metric_sum(before, "triage_http_requests_total", **key) == n
     assert metric_sum(after, "triage_http_request_duration_seconds_count", **key) >= n
-    pids = {m for m in re.findall(r'triage_model_info\{[^}]*pid="(\d+)"[^}]*\} 1\.0', after)}
-    assert pids == {str(p) for p in serve_server.worker_pids()} and len(pids) == 2
+    # /readyz answers as soon as one worker is up; on a busy machine the other may still be in
+    # post_worker_init, so wait (bounded) for it to report before comparing.
+    deadline = time.monotonic() + 20
+    while True:
+        shown = serve_server.request("GET", "/metrics").body.decode()
+        pids = set(re.findall(r'triage_model_info\{[^}]*pid="(\d+)"[^}]*\} 1\.0', shown))
+        workers = {str(p) for p in serve_server.worker_pids()}
+        if (pids == workers and len(pids) == 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert pids == workers and len(pids) == 2
 
 
 def _traffic(server, stop, results):
