@@ -57,30 +57,16 @@ SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
         "review": ("review_sample_ids.txt", "review_annotator2*.jsonl", "review_report.json"),
         "workorder": ("workorder_sample_ids.txt", "workorder_annotator2.jsonl", "workorder_report.json"),
         "boundary": ("boundary_sample_ids.txt", "boundary_annotator2.jsonl", "boundary_report.json"),
-        "contrast-a": ("contrast_sample_ids.txt", "contrast_annotator_a.jsonl", "contrast_a_report.json"),
-        "contrast-b": ("contrast_sample_ids.txt", "contrast_annotator_b.jsonl", "contrast_b_report.json"),
-        "natural-a": ("natural_sample_ids.txt", "natural_annotator_a.jsonl", "natural_a_report.json"),
-        "natural-b": ("natural_sample_ids.txt", "natural_annotator_b.jsonl", "natural_b_report.json"),
-        "natural2-a": ("natural2_sample_ids.txt", "natural2_annotator_a.jsonl", "natural2_a_report.json"),
-        "natural2-b": ("natural2_sample_ids.txt", "natural2_annotator_b.jsonl", "natural2_b_report.json"),
-        "workorder2-a": ("workorder2_sample_ids.txt", "workorder2_annotator_a.jsonl", "workorder2_a_report.json"),
-        "workorder2-b": ("workorder2_sample_ids.txt", "workorder2_annotator_b.jsonl", "workorder2_b_report.json"),
-        "natural3-a": ("natural3_sample_ids.txt", "natural3_annotator_a.jsonl", "natural3_a_report.json"),
-        "natural3-b": ("natural3_sample_ids.txt", "natural3_annotator_b.jsonl", "natural3_b_report.json"),
-        "channels-a": ("channels_sample_ids.txt", "channels_annotator_a.jsonl", "channels_a_report.json"),
-        "channels-b": ("channels_sample_ids.txt", "channels_annotator_b.jsonl", "channels_b_report.json"),
-        "proxy-a": ("proxy_sample_ids.txt", "proxy_annotator_a.jsonl", "proxy_a_report.json"),
-        "proxy-b": ("proxy_sample_ids.txt", "proxy_annotator_b.jsonl", "proxy_b_report.json"),
-        "mixed-a": ("mixed_sample_ids.txt", "mixed_annotator_a.jsonl", "mixed_a_report.json"),
-        "mixed-b": ("mixed_sample_ids.txt", "mixed_annotator_b.jsonl", "mixed_b_report.json"),
-        "workorder3-a": ("workorder3_sample_ids.txt", "workorder3_annotator_a.jsonl", "workorder3_a_report.json"),
-        "workorder3-b": ("workorder3_sample_ids.txt", "workorder3_annotator_b.jsonl", "workorder3_b_report.json"),
-        "plain-a": ("plain_sample_ids.txt", "plain_annotator_a.jsonl", "plain_a_report.json"),
-        "plain-b": ("plain_sample_ids.txt", "plain_annotator_b.jsonl", "plain_b_report.json"),
         "audit-disputed-a": ("audit_disputed_ids.txt", "audit_annotator_a.jsonl", "audit_disputed_a_report.json"),
         "audit-disputed-b": ("audit_disputed_ids.txt", "audit_annotator_b.jsonl", "audit_disputed_b_report.json"),
         "audit-control-a": ("audit_control_ids.txt", "audit_annotator_a.jsonl", "audit_control_a_report.json"),
         "audit-control-b": ("audit_control_ids.txt", "audit_annotator_b.jsonl", "audit_control_b_report.json")}
+
+# Rounds with two blind annotators (a, b) on one seeded sample, files named after the round.
+TWO_ANNOTATOR_ROUNDS = ("contrast", "natural", "natural2", "workorder2", "natural3", "channels", "proxy", "mixed",
+                        "workorder3", "plain")
+SETS.update({f"{name}-{x}": (f"{name}_sample_ids.txt", f"{name}_annotator_{x}.jsonl", f"{name}_{x}_report.json")
+             for name in TWO_ANNOTATOR_ROUNDS for x in "ab"})
 
 
 def agreement_report(raw_dir: Path = RAW_DIR, agreement_dir: Path = AGREEMENT_DIR, sample: str = "sample_ids.txt",
