@@ -101,3 +101,28 @@ def test_rule_states_are_left_out_at_weight_zero(tokenizer):
                                 [frozenset({"same_day:on"})] * 100)
     assert not featurizer.uses_rule_states
     assert not any(g.startswith(RULE_PREFIX) for g in featurizer.vocabulary)
+
+
+def test_single_text_path_equals_its_batch_row_with_rule_states(tokenizer):
+    texts = _texts("train", 300)
+    states = [frozenset({"same_day:on"}) if i % 3 == 0 else frozenset({"same_day:neg"}) for i in range(300)]
+    featurizer = fit_featurizer(texts, FeatureConfig(max_features=5_000, rule_states=0.25), tokenizer, states)
+    probe = texts[:20] + ["", "！！！"]
+    probe_states = [states[i] for i in range(20)] + [frozenset({"same_day:on"}), frozenset()]
+    indptr, indices, weights = featurizer.transform_rows(probe, probe_states)
+    for i, (text, st) in enumerate(zip(probe, probe_states)):
+        one = featurizer.transform_rows([text], [st])
+        np.testing.assert_array_equal(one[0], [0, indptr[i + 1] - indptr[i]])
+        np.testing.assert_array_equal(one[1], indices[indptr[i]:indptr[i + 1]])
+        np.testing.assert_array_equal(one[2], weights[indptr[i]:indptr[i + 1]])
+
+
+def test_frequent_first_renumbers_features_and_keeps_every_vector(featurizer):
+    renumbered, order = featurizer.frequent_first()
+    assert (np.diff(renumbered.idf) >= 0).all()
+    assert sorted(order.tolist()) == list(range(featurizer.n_features))
+    for gram, new in list(renumbered.vocabulary.items())[:2000]:
+        assert order[new] == featurizer.vocabulary[gram]
+    texts = _texts("test", 30)
+    before, after = featurizer.transform(texts).toarray(), renumbered.transform(texts).toarray()
+    np.testing.assert_array_equal(after, before[:, order])

@@ -35,6 +35,31 @@ def test_probabilities_sum_to_one(small_model):
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_renumbered_features_score_as_the_bundle_files_do(small_model):
+    """In memory the features are renumbered most frequent first; each head still gives the
+    probabilities its own ONNX file gives under the bundle's numbering."""
+    import onnxruntime as ort
+
+    bundle_featurizer = small_model._load_featurizer()
+    assert bundle_featurizer.vocabulary != small_model.featurizer.vocabulary
+    texts = [normalize_text(t) for t in ("小区停水一整天了，物业电话打不通", "快递三天没更新物流，客服态度很差",
+                                         "电梯困人了，快来人", "感谢王师傅，服务很好", "")]
+    states = [small_model.rules.analyze(t)[1] for t in texts]
+    indptr, indices, weights = bundle_featurizer.transform_rows(texts, states)
+    width = int(np.diff(indptr).max())
+    padded_idx = np.full((len(texts), width), bundle_featurizer.n_features, dtype=np.int64)
+    padded_w = np.zeros((len(texts), width), dtype=np.float32)
+    for i in range(len(texts)):
+        n = indptr[i + 1] - indptr[i]
+        padded_idx[i, :n], padded_w[i, :n] = indices[indptr[i]:indptr[i + 1]], weights[indptr[i]:indptr[i + 1]]
+    probs = small_model.predict_proba(texts)
+    for head in small_model.heads:
+        session = ort.InferenceSession(str(small_model.path / small_model.manifest["heads"][head]["onnx"]),
+                                       providers=["CPUExecutionProvider"])
+        expected = session.run(None, {"indices": padded_idx, "weights": padded_w})[0]
+        np.testing.assert_allclose(probs[head], expected, atol=1e-5)
+
+
 def test_rules_raise_urgency_and_never_lower_it(small_model):
     texts = ["厨房一股很重的煤气味，阀门关了还有", "感谢王师傅，服务很好", "快递三天没更新物流",
              "电梯困人了，快来人", "账单多扣了二十块钱"]

@@ -133,12 +133,14 @@ class _Head:
             raise BundleError(f"head {name!r}: ONNX output has {n_outputs} classes, manifest lists {len(self.labels)}")
 
 
-def compose_heads(paths: dict[str, Path]):
+def compose_heads(paths: dict[str, Path], row_order: np.ndarray | None = None):
     """One ONNX model that runs every linear head on the shared sparse input.
 
     Each head stays its own file in the bundle (``W`` table and bias ``b``); at load time
     their tables are concatenated so a batch costs one Gather, one Einsum, one Add and a
     Softmax per head, in a single onnxruntime call. Outputs are named after the heads.
+    ``row_order`` renumbers the feature rows (``Featurizer.frequent_first``); the padding
+    row stays last.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -159,13 +161,16 @@ def compose_heads(paths: dict[str, Path]):
         biases.append(inits["b"])
         widths.append(inits["W"].shape[1])
     names = list(paths)
+    table = np.concatenate(tables, axis=1).astype(np.float32)
+    if row_order is not None:
+        table = table[np.append(row_order, len(table) - 1)]
     nodes = [
         helper.make_node("Gather", ["W", "indices"], ["rows"], axis=0),
         helper.make_node("Einsum", ["weights", "rows"], ["summed"], equation="nl,nlc->nc"),
         helper.make_node("Add", ["summed", "b"], ["logits"]),
         helper.make_node("Split", ["logits", "split"], [f"{h}/logits" for h in names], axis=1),
     ] + [helper.make_node("Softmax", [f"{h}/logits"], [h], axis=-1) for h in names]
-    inits = [numpy_helper.from_array(np.concatenate(tables, axis=1).astype(np.float32), "W"),
+    inits = [numpy_helper.from_array(table, "W"),
              numpy_helper.from_array(np.concatenate(biases).astype(np.float32), "b"),
              numpy_helper.from_array(np.array(widths, dtype=np.int64), "split")]
     graph = helper.make_graph(
@@ -206,7 +211,7 @@ class Model:
             self.heads = {name: _Head(name, spec, len(spec["labels"])) for name, spec in self.manifest["heads"].items()}
             self.flag_heads = {}
         elif self.tier == "linear":
-            self.featurizer = self._load_featurizer()
+            self.featurizer, self._row_order = self._load_featurizer().frequent_first()
             specs = {**self.manifest["heads"],
                      **{FLAG_PREFIX + f: spec for f, spec in self.manifest.get("flag_heads", {}).items()}}
             self.session = self._session(specs, threads)
@@ -322,6 +327,7 @@ class Model:
             spec = self.manifest["flag_heads"][flag]
             table = next(numpy_helper.to_array(t) for t in onnx.load(str(self.path / spec["onnx"])).graph.initializer
                          if t.name == "W")
+            table = table[self._row_order]
             out[flag] = table[:, head.labels.index("yes")] - table[:, head.labels.index("no")]
         self._feature_names = [None] * self.featurizer.n_features
         for gram, idx in self.featurizer.vocabulary.items():
@@ -335,7 +341,7 @@ class Model:
     def _session(self, specs: dict, threads: int):
         import onnxruntime as ort
 
-        model = compose_heads({name: self.path / spec["onnx"] for name, spec in specs.items()})
+        model = compose_heads({name: self.path / spec["onnx"] for name, spec in specs.items()}, self._row_order)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
