@@ -308,20 +308,24 @@ class Featurizer:
         return {"config": self.config.to_dict(), "n_features": self.n_features}
 
     def frequent_first(self) -> tuple["Featurizer", np.ndarray]:
-        """The same featurizer with features renumbered most frequent first, and the renumbering
-        (``order[new] == old``).
+        """The same featurizer with features renumbered most frequent first (``frequent_first``),
+        and the renumbering."""
+        vocabulary, idf, order = frequent_first(self.vocabulary, self.idf)
+        return Featurizer(config=self.config, vocabulary=vocabulary, idf=idf, tokenizer=self.tokenizer), order
 
-        A bundle numbers features by their string; a loaded model renumbers them so that
-        the weight rows every ticket touches (common characters and words) sit together in
-        memory rather than spread over the whole table. IDF falls as document frequency
-        rises, so it gives the order; rule states (IDF 1) come first.
-        """
-        order = np.argsort(self.idf, kind="stable")
-        new_index = np.empty(len(order), dtype=np.int64)
-        new_index[order] = np.arange(len(order))
-        vocabulary = {gram: int(new_index[i]) for gram, i in self.vocabulary.items()}
-        return Featurizer(config=self.config, vocabulary=vocabulary, idf=self.idf[order],
-                          tokenizer=self.tokenizer), order
+
+def frequent_first(vocabulary: dict[str, int], idf: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """A vocabulary and IDF renumbered most frequent first, and the renumbering (``order[new] == old``).
+
+    A bundle numbers features by their string; a loaded model renumbers them so that the
+    weight rows every ticket touches (common characters and words) sit together in memory
+    rather than spread over the whole table. IDF falls as document frequency rises, so it
+    gives the order; rule states (IDF 1) come first.
+    """
+    order = np.argsort(idf, kind="stable")
+    new_index = np.empty(len(order), dtype=np.int64)
+    new_index[order] = np.arange(len(order))
+    return {gram: int(new_index[i]) for gram, i in vocabulary.items()}, idf[order], order
 
 
 def fit_featurizer(normalized_texts, config: FeatureConfig, tokenizer: WordTokenizer | None,

@@ -14,7 +14,7 @@ import numpy as np
 from triage.bundle import read_json_file, read_manifest, verify_files
 from triage.calendar import BusinessCalendar
 from triage.errors import BundleError, InvalidTicketError
-from triage.features import WORD_PREFIX, FeatureConfig, Featurizer
+from triage.features import WORD_PREFIX, FeatureConfig, Featurizer, frequent_first
 from triage.normalize import DEFAULT_MAX_CHARS, normalize_text, validate_text
 from triage.rules import URGENCY_ORDER, RuleSet, load_rules, max_urgency
 from triage.tokenize import WordTokenizer, read_userdict
@@ -211,7 +211,7 @@ class Model:
             self.heads = {name: _Head(name, spec, len(spec["labels"])) for name, spec in self.manifest["heads"].items()}
             self.flag_heads = {}
         elif self.tier == "linear":
-            self.featurizer, self._row_order = self._load_featurizer().frequent_first()
+            self.featurizer, self._row_order = self._load_featurizer()
             specs = {**self.manifest["heads"],
                      **{FLAG_PREFIX + f: spec for f, spec in self.manifest.get("flag_heads", {}).items()}}
             self.session = self._session(specs, threads)
@@ -301,7 +301,9 @@ class Model:
                               "and a same_day decision")
         return name, float(member_head.decision["same_day_threshold"])
 
-    def _load_featurizer(self) -> Featurizer:
+    def _load_featurizer(self, renumber: bool = True) -> tuple[Featurizer, np.ndarray | None]:
+        """The bundle's featurizer and, with ``renumber``, features renumbered most frequent first
+        (``frequent_first``) with the renumbering the head tables must follow."""
         spec = self.manifest["features"]
         data = read_json_file(self.path, spec["vocabulary"])
         grams, idf = data.get("features"), data.get("idf")
@@ -314,8 +316,10 @@ class Model:
             userdict = spec.get("userdict")
             words = read_userdict(self.path / userdict) if userdict else []
             tokenizer = WordTokenizer(words)
-        return Featurizer(config=config, vocabulary={g: i for i, g in enumerate(grams)},
-                          idf=np.asarray(idf, dtype=np.float64), tokenizer=tokenizer)
+        vocabulary, idf, order = {g: i for i, g in enumerate(grams)}, np.asarray(idf, dtype=np.float64), None
+        if renumber:
+            vocabulary, idf, order = frequent_first(vocabulary, idf)
+        return Featurizer(config=config, vocabulary=vocabulary, idf=idf, tokenizer=tokenizer), order
 
     def _load_flag_contributions(self) -> dict[str, np.ndarray]:
         """Per flag head, each feature's weight towards 'yes' (for evidence of model flags)."""
