@@ -516,3 +516,9 @@ def test_bruises_swelling_and_county_hospitals_raise_injury(rules, text):
 ])
 def test_cut_threats_notices_and_procedures_stay_silent(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)
+
+
+def test_hospital_evidence_starts_at_the_hospital_clause_not_a_doubled_zai(rules):
+    text = "孩子摔倒了现在在医院缝针"
+    spans = [h.evidence.text for h in rules.match(normalize_text(text), text) if h.rule_id == "flag.injury"]
+    assert "在医院缝针" in spans and "在在医院缝针" not in spans
