@@ -522,3 +522,50 @@ def test_hospital_evidence_starts_at_the_hospital_clause_not_a_doubled_zai(rules
     text = "孩子摔倒了现在在医院缝针"
     spans = [h.evidence.text for h in rules.match(normalize_text(text), text) if h.rule_id == "flag.injury"]
     assert "在医院缝针" in spans and "在在医院缝针" not in spans
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("琴晚停咗六個鐘電，終於有返電，但係職員態度好差", "urgency.power_outage"),
+    ("前兩日App數碼鎖匙用唔到，今日終於得返，要求補償車費", "urgency.service_down"),
+    ("琴日分行部ATM冒煙，而家部機都修好咗", "urgency.fire_smoke"),
+    ("上午支行停电关门，下午恢复营业了，但门口没贴告示", "urgency.power_outage"),
+    ("暖气停了三天，直到周日晚上才恢复，要求减免采暖费", "urgency.heating_outage"),
+    ("洗澡时闻到瓦斯味，我们关了总开关开窗，请派人检查管线", "urgency.gas_leak"),
+    ("排风扇刚才冒烟，我把开关关了，现在不冒了，明天来换", "urgency.fire_smoke"),
+    ("排烟罩起火，店员已用灭火器扑灭，无人受伤，请派人查烟道", "urgency.fire_smoke"),
+    ("车库里闻到汽油味，把车推到外面通风，现在味道基本散了", "urgency.gas_leak"),
+    ("办业务时大厅烟感报警器响起，全员疏散，后确认为误报", "urgency.fire_smoke"),
+    ("楼道有股焦糊味，以为电线起火了，虚惊一场，是楼下烧纸", "urgency.fire_smoke"),
+    ("我还以为哪里着火了，问了前台才知道是保洁在熨地毯", "urgency.fire_smoke"),
+    ("分线箱一直嗡嗡响，怕是漏电，请电工来看看", "urgency.electric_hazard"),
+    ("两周前电梯困人之后，物业一直没回复维保记录", "urgency.people_trapped"),
+    ("师傅半小时就找到被老鼠咬断的网线，服务一流", "urgency.injury"),
+    ("停水那几天你们送水上楼，特此写信致谢", "urgency.water_outage"),
+])
+def test_power_back_in_cantonese_false_alarms_mistaken_fears_and_thank_you_letters_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("燃气表旁边有股臭味，不确定是不是漏气，不敢开火", "urgency.gas_leak"),
+    ("地铁站电梯停运，门口拉了警戒线，老人还在站台等", "urgency.elevator_stopped"),
+    ("物业切断了电源，全楼停电到现在", "urgency.power_outage"),
+    ("我被狗咬断了手指，在医院", "urgency.injury"),
+])
+def test_an_unsure_gas_smell_a_cordoned_stopped_lift_and_a_cut_by_the_company_still_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("寫信多謝李師傅，上星期我跌低撞傷個頭流咗好多血，佢即刻幫我叫白車，希望公司表揚佢", "flag.injury"),
+    ("上个月我父亲在站里被闸机绊倒，额头磕破出血，感谢站务员帮忙止血", "urgency.injury"),
+    ("上周在店里摔伤了腿，已经出院，要求赔偿医药费", "urgency.injury"),
+])
+def test_a_past_injury_still_raises_urgency_even_in_a_thank_you_letter(rules, text, rule_id):
+    hits = [h for h in rules.match(normalize_text(text), text) if h.rule_id == rule_id]
+    assert hits and all(h.level == "same_day" for h in hits)
+
+
+def test_an_injury_that_did_not_happen_stays_silent(rules):
+    text = "幸好没有人受伤，感谢保安及时疏散"
+    assert "urgency.injury" not in hit_ids(rules, text)

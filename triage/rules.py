@@ -70,6 +70,7 @@ class _Rule:
     exclude: re.Pattern | None
     exclude_parts: tuple[re.Pattern, ...]
     hypothetical_blocks: bool
+    holds_when_past: bool = False
 
     def excluded_spans(self, text: str) -> list[tuple[int, int]]:
         """Spans of every look-alike match. Each pattern is searched on its own: in one
@@ -133,6 +134,7 @@ class RuleSet:
             exclude=re.compile("|".join(f"(?:{p})" for p in exclude), re.IGNORECASE) if exclude else None,
             exclude_parts=tuple(re.compile(p, re.IGNORECASE) for p in exclude),
             hypothetical_blocks=bool(raw.get("hypothetical_blocks", False)),
+            holds_when_past=bool(raw.get("holds_when_past", False)),
         )
 
     @property
@@ -306,7 +308,8 @@ class RuleSet:
                         state = "neg"
                     elif rule.hypothetical_blocks and self._hypothetical_clause(text, clauses[k][0], start):
                         state = "hyp"
-                    elif rule.kind == "urgency" and self._not_current(text, clauses, k, start, end, praise):
+                    elif (rule.kind == "urgency" and not rule.holds_when_past
+                          and self._not_current(text, clauses, k, start, end, praise)):
                         state = "past"
                     else:
                         state = "on"
@@ -315,7 +318,7 @@ class RuleSet:
                     states.add(f"{rule.level}:{state}")
                 if state != "on":
                     continue
-                level = None if (praise and rule.kind == "flag") else rule.level
+                level = None if (praise and rule.kind == "flag" and not rule.holds_when_past) else rule.level
                 hits.append(RuleHit(rule.id, rule.kind, rule.flag, level,
                                     Evidence(original[start:end], start, end)))
         return hits, frozenset(states)
