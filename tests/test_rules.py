@@ -569,3 +569,39 @@ def test_a_past_injury_still_raises_urgency_even_in_a_thank_you_letter(rules, te
 def test_an_injury_that_did_not_happen_stays_silent(rules):
     text = "幸好没有人受伤，感谢保安及时疏散"
     assert "urgency.injury" not in hit_ids(rules, text)
+
+
+def test_literal_cue_lists_are_written_as_normalised_text():
+    """Cues are matched on normalised text (simplified, half-width); a cue in traditional
+    characters (有電喇) could never match."""
+    spec = json.loads((Path(__file__).resolve().parents[1] / "triage/resources/rules.json").read_text("utf-8"))
+    for key, value in spec.items():
+        if key.endswith(("_cues", "negators", "exceptions", "_before", "_after")) and isinstance(value, list):
+            assert [c for c in value if normalize_text(c) != c] == [], key
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("琴晚停電三個鐘，而家有電喇，但管理處成晚冇人聽電話", "urgency.power_outage"),
+    ("早上手机银行完全无法登录，现在好像好了，但转账扣了两次", "urgency.service_down"),
+    ("宽带故障已于今日修复，但断网四天，要求减免月费", "urgency.service_down"),
+    ("灯一天会短暂断电好几次，每次几秒钟就恢复，请检查线路", "urgency.power_outage"),
+    ("通知说周四要停电检修，停电还没开始，但老人离不开制氧机", "urgency.power_outage"),
+])
+def test_power_back_repairs_done_today_blinks_and_cuts_not_yet_started_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("卧室插座刚冒烟，回路开关已经关掉，现在没味道了，明天来换", "urgency.fire_smoke"),
+    ("廚房頭先有陣煤氣味，已經閂咗總掣開晒窗，而家冇味喇", "urgency.gas_leak"),
+    ("户外机柜今早冒过一阵烟，物业拉闸了，目前不冒烟", "urgency.fire_smoke"),
+    ("楼道有焦糊味，保安查看后确认非电线起火，是有人烧纸", "urgency.fire_smoke"),
+    ("充电桩指示灯闪红灯，已确认无焦味，亦非漏电", "urgency.electric_hazard"),
+])
+def test_smells_gone_switches_off_and_fires_that_were_not_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+def test_a_cantonese_but_still_smells_keeps_the_gas_leak_current(rules):
+    text = "成個廚房好大陣煤氣味，我已經閂咗總掣開晒窗，但仲係有味，唔該即刻派人嚟"
+    assert "urgency.gas_leak" in hit_ids(rules, text)
