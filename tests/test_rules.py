@@ -605,3 +605,25 @@ def test_smells_gone_switches_off_and_fires_that_were_not_stay_silent(rules, tex
 def test_a_cantonese_but_still_smells_keeps_the_gas_leak_current(rules):
     text = "成個廚房好大陣煤氣味，我已經閂咗總掣開晒窗，但仲係有味，唔該即刻派人嚟"
     assert "urgency.gas_leak" in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("问题类型：停水咨询 描述：看到通知下周二管网维修停水，想问几点到几点", "urgency.water_outage"),
+    ("早班交接：卫生间6个感应水龙头有2个不出水，已报工程部", "urgency.water_outage"),
+    ("我厂专线本周频繁中断，夜班断网时出库单打不出来", "urgency.service_down"),
+    ("昨日补胎，今晨该胎漏气无法行驶，已派拖车", "urgency.gas_leak"),
+    ("中午高峰燃气压力低，炉灶火苗只有一点点", "urgency.fire_smoke"),
+    ("APP续费扣款成功但系统仍显示未缴，又缴了一次", "urgency.ongoing_violation"),
+    ("充值机屏幕后方冒火花，已断开电源，火花已停止，无人受伤", "urgency.fire_smoke"),
+])
+def test_outage_enquiries_partial_taps_flat_tyres_weak_flames_and_stale_payment_status_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("厨房燃气管的球阀漏气，嘶嘶响，味道很大", "urgency.gas_leak"),
+    ("卡里的钱被转出三笔，现在还在不断扣款", "urgency.ongoing_violation"),
+    ("小区断网时间太长了，从昨晚到现在都没网", "urgency.service_down"),
+])
+def test_a_leaking_gas_valve_a_drain_in_progress_and_a_long_outage_still_fire(rules, text, rule_id):
+    assert rule_id in hit_ids(rules, text)
