@@ -212,3 +212,45 @@ def test_with_rule_states_the_same_day_threshold_also_holds_for_the_model_alone(
         probs = softmax_t(logits, head["temperature"])
         caught = (probs.argmax(1) == sd) | (probs[:, sd] >= head["decision"]["same_day_threshold"] - 1e-9)
         assert caught[y == sd].all()
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.9])
+def test_pooling_copies_of_the_same_scores_keeps_the_same_day_threshold(confidence):
+    """Repeated cross-validations pool each row once per repeat; the threshold and its
+    confidence bound must count every row once."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=600)
+    probs = rng.dirichlet([1, 1, 1], size=600)
+    labels = ["normal", "same_day", "within_24h"]
+    floor = np.zeros(600, dtype=bool)
+    alone = urgency_decision_threshold(y, probs, labels, floor, 0.95, confidence)
+    pooled = urgency_decision_threshold(np.tile(y, 3), np.tile(probs, (3, 1)), labels, np.tile(floor, 3), 0.95,
+                                        confidence, copies=3)
+    assert pooled == alone
+
+
+def test_a_one_head_cross_validation_repeats_the_full_runs_folds(tmp_path):
+    from training.train import cross_validate
+    from triage.normalize import normalize_text
+    from triage.tokenize import WordTokenizer, read_userdict
+
+    data = tmp_path / "u.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "urgency": u, "topic": "a" if i % 2 else "b"},
+                                         ensure_ascii=False) for i, (t, u) in enumerate(URGENT)), "utf-8")
+    heads = {"topic": "topic", "urgency": "urgency"}
+    config = TrainConfig(data=[str(data)], heads=heads, folds=3, flag_heads=False)
+    dataset = read_dataset([data], heads=heads)
+    normalized = [normalize_text(t) for t in dataset.texts]
+    index = {h: {lb: i for i, lb in enumerate(sorted(set(v)))} for h, v in dataset.labels.items()}
+    tokenizer = WordTokenizer(read_userdict())
+    full, _, folds, _ = cross_validate(config, dataset, normalized, tokenizer, index)
+    one, _, same_folds, _ = cross_validate(config, dataset, normalized, tokenizer, index, only="urgency")
+    assert set(one) == {"urgency"} and (folds == same_folds).all()
+    np.testing.assert_allclose(one["urgency"], full["urgency"])
+    _, _, other_folds, _ = cross_validate(config, dataset, normalized, tokenizer, index, seed=7, only="urgency")
+    assert (other_folds != folds).any()
+
+
+def test_threshold_repeats_must_be_at_least_one():
+    with pytest.raises(ValueError, match="threshold_repeats"):
+        TrainConfig(data=["x.csv"], threshold_repeats=0)

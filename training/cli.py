@@ -64,6 +64,10 @@ def register_train(sub) -> None:
                    help="the same_day threshold must reach --same-day-recall at this one-sided confidence "
                         "on out-of-fold predictions (default %(default)s: the point estimate; the rules "
                         "are the margin on top)")
+    p.add_argument("--threshold-repeats", type=int, default=5,
+                   help="cross-validations (different fold seeds) whose out-of-fold urgency scores are "
+                        "pooled to choose the same_day threshold; one run moves it by seed alone "
+                        "(default %(default)s; 1: the main run only)")
     p.add_argument("--rules-in-threshold", action="store_true",
                    help="count the rows the rules raise to same_day when choosing the same_day threshold. "
                         "Only for rules not written while reading this data: rules fitted to its misses "
@@ -99,6 +103,7 @@ def cmd_train(args) -> int:
         classifier=args.classifier, C=args.C, folds=args.folds, seed=args.seed,
         target_precision=args.target_precision,
         same_day_recall=args.same_day_recall, same_day_confidence=args.same_day_confidence,
+        threshold_repeats=args.threshold_repeats,
         rules_in_threshold=args.rules_in_threshold, rules=args.rules, userdict=args.userdict,
         name=args.name or Path(args.out).name, baselines=tuple(args.baseline), progress=True)
     manifest = train(config, args.out)

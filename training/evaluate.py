@@ -107,7 +107,7 @@ def threshold_floor(rules, normalized_texts: list[str], rules_in_threshold: bool
 
 
 def urgency_decision_threshold(y: np.ndarray, probs: np.ndarray, labels: list[str], floor: np.ndarray,
-                               target_recall: float, confidence: float = 0.5) -> float:
+                               target_recall: float, confidence: float = 0.5, copies: int = 1) -> float:
     """Largest P(same_day) threshold whose same_day recall (with the rule floor) meets the target.
 
     ``floor`` marks rows the rules already raise to same_day; training passes an empty
@@ -120,20 +120,22 @@ def urgency_decision_threshold(y: np.ndarray, probs: np.ndarray, labels: list[st
     data about half the time (training's default is the point estimate, with the rules
     as the margin). With too few positives for the bound to reach the target while
     allowing a single miss, the point estimate is used: otherwise a small training set
-    would push the threshold to the floor and call nearly everything same_day.
+    would push the threshold to the floor and call nearly everything same_day. ``copies``
+    says how many times each row occurs (out-of-fold scores pooled over repeated
+    cross-validations): the confidence bound counts every row once.
     """
     sd = labels.index("same_day")
     positives = y == sd
     n_pos = int(positives.sum())
     if not n_pos:
         return 0.5
-    if recall_lower_bound(n_pos - 1, n_pos, confidence) < target_recall:
+    if recall_lower_bound((n_pos - copies) / copies, n_pos / copies, confidence) < target_recall:
         confidence = 0.5
     p = probs[:, sd]
     base = (probs.argmax(1) == sd) | floor
     for t in np.unique(np.round(p[positives], 6))[::-1]:
         hits = int(((base | (p >= t)) & positives).sum())
-        if recall_lower_bound(hits, n_pos, confidence) >= target_recall:
+        if recall_lower_bound(hits / copies, n_pos / copies, confidence) >= target_recall:
             return float(min(t, 0.5))
     return 0.0
 
