@@ -627,3 +627,17 @@ def test_outage_enquiries_partial_taps_flat_tyres_weak_flames_and_stale_payment_
 ])
 def test_a_leaking_gas_valve_a_drain_in_progress_and_a_long_outage_still_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("回复维护通知：维护期间座机还能不能打120？", "urgency.injury"),
+    ("空开还是跳，每天晚上一开电磁炉就断电，问题没解决", "urgency.power_outage"),
+    ("★★★★☆ 停電通報後很快就有回覆，還會推播預計復電時間", "urgency.power_outage"),
+])
+def test_questions_about_calling_120_habitual_trips_and_outage_reports_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
+
+
+def test_a_card_being_drained_now_fires(rules):
+    text = "点了短信链接填了卡号，现在银行卡一直在扣钱，已经扣了三千多了"
+    assert "urgency.ongoing_violation" in hit_ids(rules, text)
