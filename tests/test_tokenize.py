@@ -53,3 +53,12 @@ def test_tokenizer_is_deterministic_across_threads():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError):
         WordTokenizer([], backend="nope")
+
+
+def test_a_memoised_tokenizer_cuts_as_the_plain_one_and_hands_out_fresh_lists():
+    plain, memo = WordTokenizer(read_userdict()), WordTokenizer(read_userdict(), memo=True)
+    text = "小区停水一整天了，物业电话打不通"
+    first = memo.cut(text)
+    assert first == plain.cut(text) == memo.cut(text)
+    first.append("改")
+    assert memo.cut(text) == plain.cut(text)

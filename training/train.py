@@ -262,7 +262,7 @@ def train(config: TrainConfig, out_dir: str | Path) -> dict:
     normalized = [normalize_text(t) for t in dataset.texts]
     userdict_path = Path(config.userdict) if config.userdict else RESOURCES / "userdict.txt"
     rules_path = Path(config.rules) if config.rules else RESOURCES / "rules.json"
-    tokenizer = WordTokenizer(read_userdict(userdict_path)) if config.features.words else None
+    tokenizer = WordTokenizer(read_userdict(userdict_path), memo=True) if config.features.words else None
     label_index = {h: {lb: i for i, lb in enumerate(sorted({v for v in vals if v is not None}))}
                    for h, vals in dataset.labels.items()}
     labels = {h: sorted(idx, key=idx.get) for h, idx in label_index.items()}

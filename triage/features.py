@@ -11,6 +11,7 @@ fixed weight outside the norm, prefixed ``RULE_PREFIX``.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import repeat
 
@@ -62,6 +63,29 @@ def gram_key(gram: str) -> int:
     for ch in gram:
         key = (key << _CODE_BITS) | ord(ch)
     return key
+
+
+def char_ngram_keys(texts: list[str], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Integer keys of every character n-gram (``lo`` <= n <= ``hi`` <= 3) of ``texts`` that
+    stays inside its text, with each key's row (None for a single text)."""
+    cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    single = len(texts) == 1
+    row_of = None if single else np.repeat(np.arange(len(texts), dtype=np.int64), [len(t) for t in texts])
+    keys_parts, rows_parts, keys = [], [], cps
+    for size in range(1, hi + 1):
+        if size > 1:
+            keys = (keys[:-1] << np.uint64(_CODE_BITS)) | cps[size - 1:]
+        if size < lo:
+            continue
+        if single:
+            keys_parts.append(keys)
+        else:
+            same = row_of[:len(keys)] == row_of[size - 1:]
+            keys_parts.append(keys[same])
+            rows_parts.append(row_of[:len(keys)][same])
+    if not keys_parts:
+        return np.zeros(0, dtype=np.uint64), None if single else np.zeros(0, dtype=np.int64)
+    return np.concatenate(keys_parts), None if single else np.concatenate(rows_parts)
 
 
 class KeyTable:
@@ -211,27 +235,7 @@ class Featurizer:
         return np.array([0, len(indices)], dtype=np.int64), indices, weights.astype(np.float32)
 
     def _char_keys(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Integer keys of every character n-gram of ``texts`` that stays inside its text,
-        with each key's row (None for a single text)."""
-        lo, hi = self.config.char_ngram_min, self.config.char_ngram_max
-        cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-        single = len(texts) == 1
-        row_of = None if single else np.repeat(np.arange(len(texts), dtype=np.int64), [len(t) for t in texts])
-        keys_parts, rows_parts, keys = [], [], cps
-        for size in range(1, hi + 1):
-            if size > 1:
-                keys = (keys[:-1] << np.uint64(_CODE_BITS)) | cps[size - 1:]
-            if size < lo:
-                continue
-            if single:
-                keys_parts.append(keys)
-            else:
-                same = row_of[:len(keys)] == row_of[size - 1:]
-                keys_parts.append(keys[same])
-                rows_parts.append(row_of[:len(keys)][same])
-        if not keys_parts:
-            return np.zeros(0, dtype=np.uint64), None if single else np.zeros(0, dtype=np.int64)
-        return np.concatenate(keys_parts), None if single else np.concatenate(rows_parts)
+        return char_ngram_keys(texts, self.config.char_ngram_min, self.config.char_ngram_max)
 
     def _char_indices(self, keys: np.ndarray) -> np.ndarray:
         """Feature index of every in-vocabulary key of one text (binary search over sorted queries,
@@ -335,12 +339,9 @@ def fit_featurizer(normalized_texts, config: FeatureConfig, tokenizer: WordToken
     Rule states (one set per text, when given and ``config.rule_states`` > 0) seen in at
     least ``min_df`` texts join the vocabulary beyond ``max_features``, with IDF 1.
     """
-    df: dict[str, int] = {}
-    n_docs = 0
-    for text in normalized_texts:
-        n_docs += 1
-        for gram in set(analyze(feature_text(text, config.text_view), config, tokenizer)):
-            df[gram] = df.get(gram, 0) + 1
+    texts = [feature_text(t, config.text_view) for t in normalized_texts]
+    n_docs = len(texts)
+    df = document_frequencies(texts, config, tokenizer)
     kept = [(g, c) for g, c in df.items() if c >= config.min_df]
     kept.sort(key=lambda gc: (-gc[1], gc[0]))
     kept = kept[:config.max_features]
@@ -356,3 +357,9 @@ def fit_featurizer(normalized_texts, config: FeatureConfig, tokenizer: WordToken
     idf = np.log((1.0 + n_docs) / (1.0 + counts)) + 1.0
     idf[[i for i, (g, _) in enumerate(kept) if g.startswith(RULE_PREFIX)]] = 1.0
     return Featurizer(config=config, vocabulary=vocabulary, idf=idf, tokenizer=tokenizer)
+
+
+
+def document_frequencies(texts: list[str], config: FeatureConfig, tokenizer: WordTokenizer | None) -> Counter:
+    """In how many of the feature texts each feature string of ``analyze`` occurs."""
+    return Counter(gram for text in texts for gram in set(analyze(text, config, tokenizer)))

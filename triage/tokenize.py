@@ -34,11 +34,13 @@ def read_userdict(path: str | Path | None = None) -> list[tuple[str, int]]:
 class WordTokenizer:
     """jieba segmentation (no HMM) with user words; ``backend`` is rjieba or jieba."""
 
-    def __init__(self, user_words: list[tuple[str, int]] | None = None, backend: str = "auto"):
+    def __init__(self, user_words: list[tuple[str, int]] | None = None, backend: str = "auto", *,
+                 memo: bool = False):
         self.user_words = list(user_words or [])
         self._lock = threading.Lock()
         self._impl = None
         self.backend = self._choose_backend(backend)
+        self._memo: dict[str, tuple[str, ...]] | None = {} if memo else None
 
     @staticmethod
     def _choose_backend(backend: str) -> str:
@@ -72,6 +74,16 @@ class WordTokenizer:
         return lambda text: impl.lcut(text, HMM=False)
 
     def cut(self, text: str) -> list[str]:
+        """The words of ``text``. With ``memo`` (training, which cuts every text once per fold
+        and repeat) each distinct text is segmented once; unbounded, so not for serving."""
+        if self._memo is not None:
+            words = self._memo.get(text)
+            if words is None:
+                words = self._memo[text] = tuple(self._cut(text))
+            return list(words)
+        return self._cut(text)
+
+    def _cut(self, text: str) -> list[str]:
         impl = self._impl
         if impl is None:
             with self._lock:
