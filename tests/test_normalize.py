@@ -82,3 +82,10 @@ def test_feature_text_view_1_is_kept_for_older_bundles():
     assert feature_text("停 水 了 , 快 来 人", 1) == "停 水 了 , 快 来 人"
     with pytest.raises(ValueError, match="view"):
         feature_text("停水", 3)
+
+
+def test_simplified_text_is_left_as_written():
+    """OpenCC's phrase table rewrites some simplified text (打坏 -> 打坯); a text with no
+    traditional character is not converted at all."""
+    assert normalize_text("空开被雷打坏了，当场跳闸") == "空开被雷打坏了,当场跳闸"
+    assert normalize_text("電錶被雷打壞了") == "电表被雷打坏了"
