@@ -641,3 +641,15 @@ def test_questions_about_calling_120_habitual_trips_and_outage_reports_stay_sile
 def test_a_card_being_drained_now_fires(rules):
     text = "点了短信链接填了卡号，现在银行卡一直在扣钱，已经扣了三千多了"
     assert "urgency.ongoing_violation" in hit_ids(rules, text)
+
+
+@pytest.mark.parametrize("text,rule_id", [
+    ("頭先成棟樓火警鐘響，消防員到咗查過，管理處話係誤鳴", "urgency.fire_smoke"),
+    ("充电宝拆封时冒烟，消防人员到场查看后确认已无危险", "urgency.fire_smoke"),
+    ("刚才说快递柜冒烟那个是我看错了，是烧烤摊的烟", "urgency.fire_smoke"),
+    ("网点说包裹里有电池，我拆开给他们看，根本没有电池", "urgency.power_outage"),
+    ("售后说我的车有漏电风险，必须换电池包", "urgency.electric_hazard"),
+    ("這次社區停水，管委會提前一週就公告，還準備了飲用水，很貼心", "urgency.water_outage"),
+])
+def test_false_alarms_mistakes_missing_batteries_claimed_risks_and_kind_notices_stay_silent(rules, text, rule_id):
+    assert rule_id not in hit_ids(rules, text)
