@@ -64,7 +64,7 @@ SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
 
 # Rounds with two blind annotators (a, b) on one seeded sample, files named after the round.
 TWO_ANNOTATOR_ROUNDS = ("contrast", "natural", "natural2", "workorder2", "natural3", "channels", "proxy", "mixed",
-                        "workorder3", "plain", "aftermath", "threads", "dialogue")
+                        "workorder3", "plain", "aftermath", "threads", "dialogue", "aftermath2")
 SETS.update({f"{name}-{x}": (f"{name}_sample_ids.txt", f"{name}_annotator_{x}.jsonl", f"{name}_{x}_report.json")
              for name in TWO_ANNOTATOR_ROUNDS for x in "ab"})
 
