@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triage.features import RULE_PREFIX, FeatureConfig, KeyTable, fit_featurizer
+from triage.features import RULE_PREFIX, FeatureConfig, Featurizer, KeyTable, fit_featurizer, frequent_first
 from triage.normalize import normalize_text
 from triage.tokenize import WordTokenizer, read_userdict
 
@@ -118,7 +118,8 @@ def test_single_text_path_equals_its_batch_row_with_rule_states(tokenizer):
 
 
 def test_frequent_first_renumbers_features_and_keeps_every_vector(featurizer):
-    renumbered, order = featurizer.frequent_first()
+    vocabulary, idf, order = frequent_first(featurizer.vocabulary, featurizer.idf)
+    renumbered = Featurizer(config=featurizer.config, vocabulary=vocabulary, idf=idf, tokenizer=featurizer.tokenizer)
     assert (np.diff(renumbered.idf) >= 0).all()
     assert sorted(order.tolist()) == list(range(featurizer.n_features))
     for gram, new in list(renumbered.vocabulary.items())[:2000]:

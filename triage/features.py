@@ -249,11 +249,9 @@ class Featurizer:
 
     def _char_pairs(self, texts: list[str]) -> np.ndarray:
         """``row * n_features + index`` of every in-vocabulary character n-gram occurrence."""
-        keys, rows = self._char_keys(texts)
+        keys, rows = self._char_keys(texts)  # several texts: single ones take _transform_single
         if not len(keys) or not len(self._keys):
             return np.zeros(0, dtype=np.int64)
-        if rows is None:
-            return self._char_indices(keys)
         if len(keys) >= _TABLE_MIN_QUERIES:
             index = self._table.lookup(keys)
             hit = index >= 0
@@ -310,12 +308,6 @@ class Featurizer:
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "n_features": self.n_features}
-
-    def frequent_first(self) -> tuple["Featurizer", np.ndarray]:
-        """The same featurizer with features renumbered most frequent first (``frequent_first``),
-        and the renumbering."""
-        vocabulary, idf, order = frequent_first(self.vocabulary, self.idf)
-        return Featurizer(config=self.config, vocabulary=vocabulary, idf=idf, tokenizer=self.tokenizer), order
 
 
 def frequent_first(vocabulary: dict[str, int], idf: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray]:

@@ -139,7 +139,7 @@ def compose_heads(paths: dict[str, Path], row_order: np.ndarray | None = None):
     Each head stays its own file in the bundle (``W`` table and bias ``b``); at load time
     their tables are concatenated so a batch costs one Gather, one Einsum, one Add and a
     Softmax per head, in a single onnxruntime call. Outputs are named after the heads.
-    ``row_order`` renumbers the feature rows (``Featurizer.frequent_first``); the padding
+    ``row_order`` renumbers the feature rows (``features.frequent_first``); the padding
     row stays last.
     """
     import onnx
