@@ -20,7 +20,7 @@ BACKBONE := .backbone/multilingual-e5-small
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py triage/_featurize.c
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[train,serve,postgres,report,dask,test]'

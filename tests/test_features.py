@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from triage import features
 from triage.features import RULE_PREFIX, FeatureConfig, Featurizer, KeyTable, fit_featurizer, frequent_first
-from triage.normalize import normalize_text
+from triage.normalize import feature_text, normalize_text
 from triage.tokenize import WordTokenizer, read_userdict
 
 CORPUS = Path(__file__).resolve().parents[1] / "datasets" / "corpus"
@@ -39,7 +40,7 @@ def _reference_row(featurizer, text):
 
 
 def test_batch_rows_equal_reference_counts(featurizer):
-    texts = _texts("test", 120) + ["", "！！！", "停电"]
+    texts = _texts("test", 120) + ["", "！！！", "停电", "😀😀 停电了 🔥🔥🔥"]
     indptr, indices, weights = featurizer.transform_rows(texts)
     assert len(indptr) == len(texts) + 1 and weights.dtype == np.float32
     for i, text in enumerate(texts):
@@ -56,7 +57,7 @@ def test_ngrams_never_cross_a_text_boundary(featurizer):
 
 
 def test_a_row_does_not_depend_on_its_batch(featurizer):
-    texts = _texts("test", 40)
+    texts = _texts("test", 40) + _EDGE_TEXTS
     batch = featurizer.transform(texts).toarray()
     for i, text in enumerate(texts):
         idx, w = featurizer.transform_one(text)
@@ -127,3 +128,34 @@ def test_frequent_first_renumbers_features_and_keeps_every_vector(featurizer):
     texts = _texts("test", 30)
     before, after = featurizer.transform(texts).toarray(), renumbered.transform(texts).toarray()
     np.testing.assert_array_equal(after, before[:, order])
+
+
+compiled = pytest.mark.skipif(features._featurize is None, reason="triage._featurize was not built (no C compiler)")
+
+_EDGE_TEXTS = ["", "！！！", "停电", "啊" * 3000, "😀😀 停电了 🔥🔥🔥", "a b c", "停电" * 5000]
+
+
+@compiled
+def test_compiled_single_path_gives_the_numpy_paths_bits(featurizer):
+    if not featurizer.compiled:
+        pytest.skip("n-grams longer than 3 have no integer key: no compiled path")
+    for text in _texts("test", 300) + _EDGE_TEXTS:
+        view = feature_text(text, featurizer.config.text_view)
+        fast, slow = featurizer._transform_single(view, None), featurizer._transform_single_numpy(view, None)
+        for a, b in zip(fast, slow):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+@compiled
+def test_compiled_featurizer_rejects_wrong_buffers(featurizer):
+    keys, index, idf, log_tf = featurizer._keys, featurizer._key_index, featurizer._idf64, featurizer._log_tf
+    words, out_i, out_w = np.zeros(0, dtype=np.int64), np.empty(16, dtype=np.int64), np.empty(16, dtype=np.float32)
+    with pytest.raises(ValueError, match="n-gram sizes"):
+        features._featurize.featurize_one("停电", 1, 4, keys, index, words, log_tf, idf, out_i, out_w)
+    with pytest.raises(TypeError, match="out_weight must have 4-byte items"):
+        features._featurize.featurize_one("停电", 1, 3, keys, index, words, log_tf, idf, out_i, out_i)
+    with pytest.raises(ValueError, match="too small"):
+        features._featurize.featurize_one("停电" * 10, 1, 3, keys, index, words, log_tf, idf, out_i, out_w)
+    with pytest.raises(ValueError, match="differ in length"):
+        features._featurize.featurize_one("停电", 1, 3, keys, index[:-1], words, log_tf, idf, out_i, out_w)
