@@ -148,14 +148,49 @@ def test_compiled_single_path_gives_the_numpy_paths_bits(featurizer):
 
 
 @compiled
-def test_compiled_featurizer_rejects_wrong_buffers(featurizer):
-    keys, index, idf, log_tf = featurizer._keys, featurizer._key_index, featurizer._idf64, featurizer._log_tf
-    words, out_i, out_w = np.zeros(0, dtype=np.int64), np.empty(16, dtype=np.int64), np.empty(16, dtype=np.float32)
+def test_compiled_featurizer_rejects_wrong_arguments():
+    fn = features._featurize.featurize_one
+    keys, index = np.array([ord("停"), ord("电")], dtype=np.uint64), np.array([0, 1], dtype=np.int64)
+    log_tf, idf = 1.0 + np.log(np.arange(1, 64, dtype=np.float64)), np.ones(2)
+    out_i, out_w = np.empty(16, dtype=np.int64), np.empty(16, dtype=np.float32)
+    assert fn("停电", [], 1, 1, False, keys, index, log_tf, idf, out_i, out_w) == 2
     with pytest.raises(ValueError, match="n-gram sizes"):
-        features._featurize.featurize_one("停电", 1, 4, keys, index, words, log_tf, idf, out_i, out_w)
+        fn("停电", [], 1, 4, False, keys, index, log_tf, idf, out_i, out_w)
     with pytest.raises(TypeError, match="out_weight must have 4-byte items"):
-        features._featurize.featurize_one("停电", 1, 3, keys, index, words, log_tf, idf, out_i, out_i)
+        fn("停电", [], 1, 3, False, keys, index, log_tf, idf, out_i, out_i)
     with pytest.raises(ValueError, match="too small"):
-        features._featurize.featurize_one("停电" * 10, 1, 3, keys, index, words, log_tf, idf, out_i, out_w)
+        fn("停电" * 10, [], 1, 3, False, keys, index, log_tf, idf, out_i, out_w)
     with pytest.raises(ValueError, match="differ in length"):
-        features._featurize.featurize_one("停电", 1, 3, keys, index[:-1], words, log_tf, idf, out_i, out_w)
+        fn("停电", [], 1, 3, False, keys, index[:1], log_tf, idf, out_i, out_w)
+    with pytest.raises(TypeError, match="words must be str"):
+        fn("停电", ["停", 3], 1, 3, False, keys, index, log_tf, idf, out_i, out_w)
+    with pytest.raises(TypeError, match="words must be str"):
+        features._featurize.word_keys(["停", None], np.empty(2, dtype=np.uint64))
+
+
+@compiled
+def test_compiled_word_keys_tell_apart_strings_of_equal_bytes():
+    """'cb' and '扣' are the bytes 63 62 in CPython's compact strings; their keys must differ."""
+    out = np.empty(4, dtype=np.uint64)
+    features._featurize.word_keys(["cb", "扣", "停电", "停 电"], out)
+    assert len(set(out.tolist())) == 4 and (out >> np.uint64(63) == 1).all()
+
+
+@compiled
+def test_colliding_word_hashes_fall_back_to_the_numpy_path(featurizer, monkeypatch):
+    real = features._featurize
+
+    class Colliding:
+        featurize_one = real.featurize_one
+
+        @staticmethod
+        def word_keys(words, out):
+            out[:] = np.uint64(1 << 63)
+
+    monkeypatch.setattr(features, "_featurize", Colliding)
+    fallback = Featurizer(config=featurizer.config, vocabulary=featurizer.vocabulary, idf=featurizer.idf,
+                          tokenizer=featurizer.tokenizer)
+    assert not fallback.compiled
+    text = feature_text(_texts("test", 1)[0], featurizer.config.text_view)
+    for a, b in zip(fallback._transform_single(text, None), featurizer._transform_single_numpy(text, None)):
+        np.testing.assert_array_equal(a, b)

@@ -1,11 +1,12 @@
 /* One text's TF-IDF row in one call: the compiled twin of Featurizer._transform_single_numpy.
 
    Character n-grams (n <= 3) are keyed by their code points, 21 bits each, exactly as
-   triage.features.gram_key does; the keys are sorted and counted, each distinct key is
-   binary-searched in the vocabulary's sorted keys, the text's word feature indices (looked
-   up by the caller) join them, and the row is weighted (1 + ln tf) * idf and L2-normalised
-   in the same order of floating-point operations as the numpy path, so both give the same
-   bits (tested). Optional: without a compiler the numpy path runs instead. */
+   triage.features.gram_key does; words and word bigrams by a 64-bit hash of their code
+   points with the top bit set (word_keys gives the vocabulary's). The keys are sorted and
+   counted, each distinct key is binary-searched in the vocabulary's sorted keys, and the
+   row is weighted (1 + ln tf) * idf and L2-normalised in the same order of floating-point
+   operations as the numpy path, so both give the same bits (tested). Optional: without a
+   compiler the numpy path runs instead. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
@@ -14,6 +15,8 @@
 
 #define CODE_BITS 21
 #define TF_BITS 20
+#define WORD_BIT ((uint64_t)1 << 63) /* character n-gram keys use 63 bits at most */
+#define GOLDEN 0x9E3779B97F4A7C15ULL
 
 static void insertion_sort(uint64_t *a, Py_ssize_t n) {
     for (Py_ssize_t i = 1; i < n; i++) {
@@ -82,19 +85,84 @@ static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int w
     return 0;
 }
 
-/* featurize_one(text, lo, hi, keys, key_index, word_index, log_tf, idf, out_index, out_weight) -> n */
+static uint64_t mix64(uint64_t h) {
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+/* FNV-1a over the code points of text[start:end], finished with the splitmix64 mixer. */
+static uint64_t hash_span(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    uint64_t h = 14695981039346656037ULL;
+    for (Py_ssize_t i = start; i < end; i++) {
+        h ^= (uint64_t)PyUnicode_READ(kind, data, i);
+        h *= 1099511628211ULL;
+    }
+    return mix64(h);
+}
+
+static uint64_t pair_key(uint64_t first, uint64_t second) {
+    return mix64(first * GOLDEN + second) | WORD_BIT;
+}
+
+static int is_space_token(PyObject *word) {
+    return PyUnicode_GET_LENGTH(word) == 1 && PyUnicode_READ_CHAR(word, 0) == ' ';
+}
+
+/* word_keys(words, out): the key of every vocabulary word, or of a word bigram written "a b". */
+static PyObject *word_keys(PyObject *self, PyObject *args) {
+    PyObject *words, *o_out;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &words, &o_out)) return NULL;
+    Py_buffer out;
+    if (get_buffer(o_out, &out, 8, 1, "out") < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(words);
+    if (out.len / 8 < n) {
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "output buffer is too small");
+        return NULL;
+    }
+    uint64_t *o = out.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        if (!PyUnicode_Check(word)) {
+            PyBuffer_Release(&out);
+            PyErr_SetString(PyExc_TypeError, "words must be str");
+            return NULL;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(word), space = PyUnicode_FindChar(word, ' ', 0, len, 1);
+        int kind = PyUnicode_KIND(word);
+        const void *data = PyUnicode_DATA(word);
+        if (space > 0 && space < len - 1)
+            o[i] = pair_key(hash_span(kind, data, 0, space), hash_span(kind, data, space + 1, len));
+        else
+            o[i] = hash_span(kind, data, 0, len) | WORD_BIT;
+    }
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* featurize_one(text, words, lo, hi, bigrams, keys, key_index, log_tf, idf, out_index, out_weight) -> n */
 static PyObject *featurize_one(PyObject *self, PyObject *args) {
-    PyObject *text, *o_keys, *o_kidx, *o_words, *o_logtf, *o_idf, *o_out_idx, *o_out_w;
-    int lo, hi;
-    if (!PyArg_ParseTuple(args, "UiiOOOOOOO", &text, &lo, &hi, &o_keys, &o_kidx, &o_words, &o_logtf, &o_idf,
-                          &o_out_idx, &o_out_w))
+    PyObject *text, *words, *o_keys, *o_kidx, *o_logtf, *o_idf, *o_out_idx, *o_out_w;
+    int lo, hi, bigrams;
+    if (!PyArg_ParseTuple(args, "UO!iipOOOOOO", &text, &PyList_Type, &words, &lo, &hi, &bigrams, &o_keys, &o_kidx,
+                          &o_logtf, &o_idf, &o_out_idx, &o_out_w))
         return NULL;
     if (lo < 1 || hi > 3 || lo > hi) {
         PyErr_SetString(PyExc_ValueError, "character n-gram sizes must satisfy 1 <= lo <= hi <= 3");
         return NULL;
     }
-    Py_buffer keys, kidx, words, logtf, idf, out_idx, out_w;
-    Py_buffer *views[7] = {&keys, &kidx, &words, &logtf, &idf, &out_idx, &out_w};
+    Py_ssize_t n_words = PyList_GET_SIZE(words);
+    for (Py_ssize_t i = 0; i < n_words; i++) {
+        if (!PyUnicode_Check(PyList_GET_ITEM(words, i))) {
+            PyErr_SetString(PyExc_TypeError, "words must be str");
+            return NULL;
+        }
+    }
+    Py_buffer keys, kidx, logtf, idf, out_idx, out_w;
+    Py_buffer *views[6] = {&keys, &kidx, &logtf, &idf, &out_idx, &out_w};
     int got = 0;
     PyObject *result = NULL;
     uint64_t *work = NULL;
@@ -102,8 +170,6 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
     if (get_buffer(o_keys, &keys, 8, 0, "keys") < 0) goto done;
     got++;
     if (get_buffer(o_kidx, &kidx, 8, 0, "key_index") < 0) goto done;
-    got++;
-    if (get_buffer(o_words, &words, 8, 0, "word_index") < 0) goto done;
     got++;
     if (get_buffer(o_logtf, &logtf, 8, 0, "log_tf") < 0) goto done;
     got++;
@@ -117,8 +183,8 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
     Py_ssize_t n_chars = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
-    Py_ssize_t n_keys = keys.len / 8, n_words = words.len / 8, n_idf = idf.len / 8, n_logtf = logtf.len / 8;
-    Py_ssize_t cap = 3 * n_chars + n_words + 1;
+    Py_ssize_t n_keys = keys.len / 8, n_idf = idf.len / 8, n_logtf = logtf.len / 8;
+    Py_ssize_t cap = 3 * n_chars + 2 * n_words + 1;
     if (out_idx.len / 8 < cap || out_w.len / 4 < cap) {
         PyErr_SetString(PyExc_ValueError, "output buffers are too small");
         goto done;
@@ -137,6 +203,17 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
             for (int k = 0; k < size; k++) key = (key << CODE_BITS) | (uint64_t)PyUnicode_READ(kind, data, i + k);
             work[m++] = key;
         }
+    }
+    uint64_t previous = 0;
+    int have_previous = 0;
+    for (Py_ssize_t i = 0; i < n_words; i++) {
+        PyObject *word = PyList_GET_ITEM(words, i);
+        if (is_space_token(word)) continue;
+        uint64_t h = hash_span(PyUnicode_KIND(word), PyUnicode_DATA(word), 0, PyUnicode_GET_LENGTH(word));
+        work[m++] = h | WORD_BIT;
+        if (bigrams && have_previous) work[m++] = pair_key(previous, h);
+        previous = h;
+        have_previous = 1;
     }
     sort_u64(work, m, 64);
 
@@ -157,9 +234,6 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
         }
         i = j;
     }
-    const int64_t *wi = words.buf;
-    for (Py_ssize_t i = 0; i < n_words; i++)
-        if (wi[i] >= 0) work[n_out++] = ((uint64_t)wi[i] << TF_BITS) | 1;
     sort_u64(work, n_out, 64);
 
     int64_t *oi = out_idx.buf;
@@ -168,10 +242,8 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
     w = PyMem_Malloc((n_out + 1) * sizeof(double));
     if (!w) { PyErr_NoMemory(); goto done; }
     Py_ssize_t n = 0;
-    for (Py_ssize_t i = 0; i < n_out;) {
-        uint64_t index = work[i] >> TF_BITS, tf = 0;
-        Py_ssize_t j = i;
-        while (j < n_out && (work[j] >> TF_BITS) == index) { tf += work[j] & (((uint64_t)1 << TF_BITS) - 1); j++; }
+    for (Py_ssize_t i = 0; i < n_out; i++) {
+        uint64_t index = work[i] >> TF_BITS, tf = work[i] & (((uint64_t)1 << TF_BITS) - 1);
         if ((Py_ssize_t)index >= n_idf || (Py_ssize_t)tf >= n_logtf) {
             PyErr_SetString(PyExc_IndexError, "feature index or count beyond idf / log_tf");
             goto done;
@@ -179,7 +251,6 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
         oi[n] = (int64_t)index;
         w[n] = lt[tf] * id[index];
         n++;
-        i = j;
     }
     double sq = 0.0;
     for (Py_ssize_t i = 0; i < n; i++) sq += w[i] * w[i];
@@ -196,9 +267,11 @@ done:
 
 static PyMethodDef methods[] = {
     {"featurize_one", featurize_one, METH_VARARGS,
-     "featurize_one(text, lo, hi, keys, key_index, word_index, log_tf, idf, out_index, out_weight) -> n\n\n"
+     "featurize_one(text, words, lo, hi, bigrams, keys, key_index, log_tf, idf, out_index, out_weight) -> n\n\n"
      "Fill out_index (ascending feature indices) and out_weight (L2-normalised sublinear TF-IDF,\n"
-     "float32) for one feature text; return how many were written."},
+     "float32) for one feature text and its words; return how many were written."},
+    {"word_keys", word_keys, METH_VARARGS,
+     "word_keys(words, out)\n\nFill out (uint64) with the key of every word, or of every bigram written 'a b'."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_featurize", NULL, -1, methods};

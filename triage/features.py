@@ -160,14 +160,29 @@ class Featurizer:
         self._table = KeyTable(self._keys, self._key_index)
         self._words = {g[len(WORD_PREFIX):]: i for g, i in self.vocabulary.items() if g.startswith(WORD_PREFIX)}
         self._states = {g[len(RULE_PREFIX):]: i for g, i in self.vocabulary.items() if g.startswith(RULE_PREFIX)}
-        self._idf64 = np.ascontiguousarray(self.idf, dtype=np.float64)
+        self._compiled = self._index_compiled() if _featurize is not None and self._keyed else None
+
+    def _index_compiled(self) -> tuple | None:
+        """The compiled path's sorted keys (character n-grams, words and word bigrams) with their
+        feature indices, IDF and 1 + ln tf table; None in the unlikely event that two word
+        hashes collide (then the numpy path serves)."""
+        words = list(self._words)
+        word_keys = np.empty(len(words), dtype=np.uint64)
+        _featurize.word_keys(words, word_keys)
+        keys = np.concatenate([self._keys, word_keys])
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        if len(keys) > 1 and (keys[1:] == keys[:-1]).any():
+            return None
+        index = np.concatenate([self._key_index, np.array([self._words[w] for w in words], dtype=np.int64)])[order]
         with np.errstate(divide="ignore"):
-            self._log_tf = 1.0 + np.log(np.arange(_LOG_TF_SIZE, dtype=np.int64))  # the numpy path's 1 + ln tf
+            log_tf = 1.0 + np.log(np.arange(_LOG_TF_SIZE, dtype=np.int64))  # the numpy path's 1 + ln tf
+        return keys, index, log_tf, np.ascontiguousarray(self.idf, dtype=np.float64)
 
     @property
     def compiled(self) -> bool:
         """Whether single texts take the compiled path (``triage._featurize``)."""
-        return _featurize is not None and self._keyed
+        return self._compiled is not None
 
     @property
     def uses_rule_states(self) -> bool:
@@ -235,14 +250,13 @@ class Featurizer:
         in one call what the numpy path does in some thirty, each slowed by the caches the
         rest of a scoring call has cleared; both equal the batch path's row exactly (tested).
         """
-        if _featurize is None or len(text) >= _LOG_TF_SIZE:
+        if self._compiled is None or len(text) >= _LOG_TF_SIZE:
             return self._transform_single_numpy(text, states)
-        words = self._cut_words(text) if self.config.words and self.tokenizer is not None else []
-        word_index = np.fromiter(map(self._words.get, words, repeat(-1)), dtype=np.int64, count=len(words))
-        capacity = 3 * len(text) + len(words) + 1
+        words = self.tokenizer.cut(text) if self.config.words and self.tokenizer is not None else []
+        capacity = 3 * len(text) + 2 * len(words) + 1
         indices, weights = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.float32)
-        n = _featurize.featurize_one(text, self.config.char_ngram_min, self.config.char_ngram_max, self._keys,
-                                     self._key_index, word_index, self._log_tf, self._idf64, indices, weights)
+        n = _featurize.featurize_one(text, words, self.config.char_ngram_min, self.config.char_ngram_max,
+                                     self.config.word_bigrams, *self._compiled, indices, weights)
         indices, weights = indices[:n], weights[:n]
         if states is not None and self.uses_rule_states:
             _, indices, weights = self._add_states(np.zeros(n, dtype=np.int64), indices, weights, [states])
