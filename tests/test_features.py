@@ -149,23 +149,31 @@ def test_compiled_single_path_gives_the_numpy_paths_bits(featurizer):
 
 @compiled
 def test_compiled_featurizer_rejects_wrong_arguments():
-    fn = features._featurize.featurize_one
+    fn, index_table = features._featurize.featurize_one, features._featurize.index_table
     keys, index = np.array([ord("停"), ord("电")], dtype=np.uint64), np.array([0, 1], dtype=np.int64)
+    table = np.empty(2 * 8, dtype=np.uint64)
+    assert index_table(keys, index, table) == 0
     log_tf, idf = 1.0 + np.log(np.arange(1, 64, dtype=np.float64)), np.ones(2)
     out_i, out_w = np.empty(16, dtype=np.int64), np.empty(16, dtype=np.float32)
-    assert fn("停电", [], 1, 1, False, keys, index, log_tf, idf, out_i, out_w) == 2
+    assert fn("停电停", [], 1, 1, False, table, log_tf, idf, out_i, out_w) == 2
+    assert out_i[:2].tolist() == [0, 1]
     with pytest.raises(ValueError, match="n-gram sizes"):
-        fn("停电", [], 1, 4, False, keys, index, log_tf, idf, out_i, out_w)
+        fn("停电", [], 1, 4, False, table, log_tf, idf, out_i, out_w)
     with pytest.raises(TypeError, match="out_weight must have 4-byte items"):
-        fn("停电", [], 1, 3, False, keys, index, log_tf, idf, out_i, out_i)
+        fn("停电", [], 1, 3, False, table, log_tf, idf, out_i, out_i)
     with pytest.raises(ValueError, match="too small"):
-        fn("停电" * 10, [], 1, 3, False, keys, index, log_tf, idf, out_i, out_w)
-    with pytest.raises(ValueError, match="differ in length"):
-        fn("停电", [], 1, 3, False, keys, index[:1], log_tf, idf, out_i, out_w)
+        fn("停电" * 10, [], 1, 3, False, table, log_tf, idf, out_i, out_w)
+    with pytest.raises(ValueError, match="power of two"):
+        fn("停电", [], 1, 3, False, table[:12], log_tf, idf, out_i, out_w)
     with pytest.raises(TypeError, match="words must be str"):
-        fn("停电", ["停", 3], 1, 3, False, keys, index, log_tf, idf, out_i, out_w)
+        fn("停电", ["停", 3], 1, 3, False, table, log_tf, idf, out_i, out_w)
     with pytest.raises(TypeError, match="words must be str"):
         features._featurize.word_keys(["停", None], np.empty(2, dtype=np.uint64))
+    with pytest.raises(ValueError, match="at least twice the keys"):
+        index_table(keys, index, np.empty(2 * 2, dtype=np.uint64)[:2 * 1 + 1])
+    with pytest.raises(ValueError, match="non-zero"):
+        index_table(np.array([0], dtype=np.uint64), index[:1], table)
+    assert index_table(np.array([5, 5], dtype=np.uint64), index, table) == 1
 
 
 @compiled
@@ -181,7 +189,7 @@ def test_colliding_word_hashes_fall_back_to_the_numpy_path(featurizer, monkeypat
     real = features._featurize
 
     class Colliding:
-        featurize_one = real.featurize_one
+        featurize_one, index_table = real.featurize_one, real.index_table
 
         @staticmethod
         def word_keys(words, out):

@@ -3,7 +3,8 @@
    Character n-grams (n <= 3) are keyed by their code points, 21 bits each, exactly as
    triage.features.gram_key does; words and word bigrams by a 64-bit hash of their code
    points with the top bit set (word_keys gives the vocabulary's). The keys are sorted and
-   counted, each distinct key is binary-searched in the vocabulary's sorted keys, and the
+   counted, each distinct key is looked up in an open-addressing table of the vocabulary's
+   keys (index_table; one cache miss a key where binary search took several), and the
    row is weighted (1 + ln tf) * idf and L2-normalised in the same order of floating-point
    operations as the numpy path, so both give the same bits (tested). Optional: without a
    compiler the numpy path runs instead. */
@@ -66,13 +67,24 @@ static void sort_u64(uint64_t *a, Py_ssize_t n, int depth) {
     insertion_sort(a, n);
 }
 
-static Py_ssize_t lower_bound(const uint64_t *keys, Py_ssize_t n, uint64_t key) {
-    Py_ssize_t lo = 0;
-    while (n > 0) {
-        Py_ssize_t half = n / 2;
-        if (keys[lo + half] < key) { lo += half + 1; n -= half + 1; } else { n = half; }
+static Py_ssize_t home_slot(uint64_t key, int bits) { return (Py_ssize_t)((key * GOLDEN) >> (64 - bits)); }
+
+/* The number of slots of a table buffer of len bytes (pairs of uint64), as a power of two; 0 if it is not one. */
+static int table_bits(Py_ssize_t len) {
+    uint64_t slots = (uint64_t)len / 16;
+    if (slots < 2 || (slots & (slots - 1)) || (uint64_t)len != slots * 16) return 0;
+    return __builtin_ctzll(slots);
+}
+
+/* The value stored for key, -1 if absent: linear probing over (key, value) pairs, key 0 empty. */
+static int64_t probe(const uint64_t *table, int bits, uint64_t key) {
+    Py_ssize_t mask = ((Py_ssize_t)1 << bits) - 1, slot = home_slot(key, bits);
+    for (;;) {
+        uint64_t k = table[2 * slot];
+        if (k == key) return (int64_t)table[2 * slot + 1];
+        if (k == 0) return -1;
+        slot = (slot + 1) & mask;
     }
-    return lo;
 }
 
 static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *name) {
@@ -143,11 +155,62 @@ static PyObject *word_keys(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* featurize_one(text, words, lo, hi, bigrams, keys, key_index, log_tf, idf, out_index, out_weight) -> n */
+/* index_table(keys, values, table) -> duplicates: fill an open-addressing table (uint64 pairs, a power
+   of two of them, at most half full) with keys and their values; return how many keys were already in. */
+static PyObject *index_table(PyObject *self, PyObject *args) {
+    PyObject *o_keys, *o_values, *o_table;
+    if (!PyArg_ParseTuple(args, "OOO", &o_keys, &o_values, &o_table)) return NULL;
+    Py_buffer keys, values, table;
+    if (get_buffer(o_keys, &keys, 8, 0, "keys") < 0) return NULL;
+    if (get_buffer(o_values, &values, 8, 0, "values") < 0) { PyBuffer_Release(&keys); return NULL; }
+    if (get_buffer(o_table, &table, 8, 1, "table") < 0) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&keys);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = keys.len / 8, duplicates = 0;
+    int bits = table_bits(table.len);
+    const uint64_t *k = keys.buf;
+    const int64_t *v = values.buf;
+    uint64_t *t = table.buf;
+    if (values.len != keys.len) {
+        PyErr_SetString(PyExc_ValueError, "keys and values differ in length");
+        goto done;
+    }
+    if (!bits || 2 * n > ((Py_ssize_t)1 << bits)) {
+        PyErr_SetString(PyExc_ValueError, "the table must hold a power of two of slots, at least twice the keys");
+        goto done;
+    }
+    memset(t, 0, table.len);
+    Py_ssize_t mask = ((Py_ssize_t)1 << bits) - 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (k[i] == 0 || v[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "keys must be non-zero and values non-negative");
+            goto done;
+        }
+        Py_ssize_t slot = home_slot(k[i], bits);
+        while (t[2 * slot] != 0 && t[2 * slot] != k[i]) slot = (slot + 1) & mask;
+        if (t[2 * slot] == k[i]) {
+            duplicates++;
+            continue;
+        }
+        t[2 * slot] = k[i];
+        t[2 * slot + 1] = (uint64_t)v[i];
+    }
+    result = PyLong_FromSsize_t(duplicates);
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&keys);
+    return result;
+}
+
+/* featurize_one(text, words, lo, hi, bigrams, table, log_tf, idf, out_index, out_weight) -> n */
 static PyObject *featurize_one(PyObject *self, PyObject *args) {
-    PyObject *text, *words, *o_keys, *o_kidx, *o_logtf, *o_idf, *o_out_idx, *o_out_w;
+    PyObject *text, *words, *o_table, *o_logtf, *o_idf, *o_out_idx, *o_out_w;
     int lo, hi, bigrams;
-    if (!PyArg_ParseTuple(args, "UO!iipOOOOOO", &text, &PyList_Type, &words, &lo, &hi, &bigrams, &o_keys, &o_kidx,
+    if (!PyArg_ParseTuple(args, "UO!iipOOOOO", &text, &PyList_Type, &words, &lo, &hi, &bigrams, &o_table,
                           &o_logtf, &o_idf, &o_out_idx, &o_out_w))
         return NULL;
     if (lo < 1 || hi > 3 || lo > hi) {
@@ -161,15 +224,13 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
             return NULL;
         }
     }
-    Py_buffer keys, kidx, logtf, idf, out_idx, out_w;
-    Py_buffer *views[6] = {&keys, &kidx, &logtf, &idf, &out_idx, &out_w};
+    Py_buffer table, logtf, idf, out_idx, out_w;
+    Py_buffer *views[5] = {&table, &logtf, &idf, &out_idx, &out_w};
     int got = 0;
     PyObject *result = NULL;
     uint64_t *work = NULL;
     double *w = NULL;
-    if (get_buffer(o_keys, &keys, 8, 0, "keys") < 0) goto done;
-    got++;
-    if (get_buffer(o_kidx, &kidx, 8, 0, "key_index") < 0) goto done;
+    if (get_buffer(o_table, &table, 8, 0, "table") < 0) goto done;
     got++;
     if (get_buffer(o_logtf, &logtf, 8, 0, "log_tf") < 0) goto done;
     got++;
@@ -183,14 +244,15 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
     Py_ssize_t n_chars = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
-    Py_ssize_t n_keys = keys.len / 8, n_idf = idf.len / 8, n_logtf = logtf.len / 8;
+    Py_ssize_t n_idf = idf.len / 8, n_logtf = logtf.len / 8;
+    int bits = table_bits(table.len);
     Py_ssize_t cap = 3 * n_chars + 2 * n_words + 1;
     if (out_idx.len / 8 < cap || out_w.len / 4 < cap) {
         PyErr_SetString(PyExc_ValueError, "output buffers are too small");
         goto done;
     }
-    if (kidx.len != keys.len) {
-        PyErr_SetString(PyExc_ValueError, "keys and key_index differ in length");
+    if (!bits) {
+        PyErr_SetString(PyExc_ValueError, "the table must hold a power of two of slots");
         goto done;
     }
     work = PyMem_Malloc(cap * sizeof(uint64_t));
@@ -218,19 +280,18 @@ static PyObject *featurize_one(PyObject *self, PyObject *args) {
     sort_u64(work, m, 64);
 
     /* distinct keys -> (feature index << TF_BITS) | tf */
-    const uint64_t *vk = keys.buf;
-    const int64_t *vi = kidx.buf;
+    const uint64_t *slots = table.buf;
     Py_ssize_t n_out = 0;
     for (Py_ssize_t i = 0; i < m;) {
         Py_ssize_t j = i + 1;
         while (j < m && work[j] == work[i]) j++;
-        Py_ssize_t pos = lower_bound(vk, n_keys, work[i]);
-        if (pos < n_keys && vk[pos] == work[i]) {
+        int64_t index = probe(slots, bits, work[i]);
+        if (index >= 0) {
             if ((uint64_t)(j - i) >= ((uint64_t)1 << TF_BITS)) {
                 PyErr_SetString(PyExc_OverflowError, "an n-gram occurs too often for this path");
                 goto done;
             }
-            work[n_out++] = ((uint64_t)vi[pos] << TF_BITS) | (uint64_t)(j - i);
+            work[n_out++] = ((uint64_t)index << TF_BITS) | (uint64_t)(j - i);
         }
         i = j;
     }
@@ -267,9 +328,11 @@ done:
 
 static PyMethodDef methods[] = {
     {"featurize_one", featurize_one, METH_VARARGS,
-     "featurize_one(text, words, lo, hi, bigrams, keys, key_index, log_tf, idf, out_index, out_weight) -> n\n\n"
+     "featurize_one(text, words, lo, hi, bigrams, table, log_tf, idf, out_index, out_weight) -> n\n\n"
      "Fill out_index (ascending feature indices) and out_weight (L2-normalised sublinear TF-IDF,\n"
      "float32) for one feature text and its words; return how many were written."},
+    {"index_table", index_table, METH_VARARGS,
+     "index_table(keys, values, table) -> duplicates\n\nFill the open-addressing table featurize_one probes."},
     {"word_keys", word_keys, METH_VARARGS,
      "word_keys(words, out)\n\nFill out (uint64) with the key of every word, or of every bigram written 'a b'."},
     {NULL, NULL, 0, NULL}};

@@ -163,21 +163,20 @@ class Featurizer:
         self._compiled = self._index_compiled() if _featurize is not None and self._keyed else None
 
     def _index_compiled(self) -> tuple | None:
-        """The compiled path's sorted keys (character n-grams, words and word bigrams) with their
-        feature indices, IDF and 1 + ln tf table; None in the unlikely event that two word
-        hashes collide (then the numpy path serves)."""
+        """The compiled path's lookup table of every key (character n-grams, words and word
+        bigrams) with its feature index, and its IDF and 1 + ln tf arrays; None in the unlikely
+        event that two word hashes collide (then the numpy path serves)."""
         words = list(self._words)
         word_keys = np.empty(len(words), dtype=np.uint64)
         _featurize.word_keys(words, word_keys)
         keys = np.concatenate([self._keys, word_keys])
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        if len(keys) > 1 and (keys[1:] == keys[:-1]).any():
+        index = np.concatenate([self._key_index, np.fromiter(self._words.values(), dtype=np.int64, count=len(words))])
+        table = np.empty(2 << max(4, int(np.ceil(np.log2(2 * max(1, len(keys)))))), dtype=np.uint64)
+        if _featurize.index_table(keys, index, table):
             return None
-        index = np.concatenate([self._key_index, np.array([self._words[w] for w in words], dtype=np.int64)])[order]
         with np.errstate(divide="ignore"):
             log_tf = 1.0 + np.log(np.arange(_LOG_TF_SIZE, dtype=np.int64))  # the numpy path's 1 + ln tf
-        return keys, index, log_tf, np.ascontiguousarray(self.idf, dtype=np.float64)
+        return table, log_tf, np.ascontiguousarray(self.idf, dtype=np.float64)
 
     @property
     def compiled(self) -> bool:
