@@ -110,6 +110,16 @@ def test_batch_and_single_scores_agree(small_model):
         for head in HEADS:
             assert single.heads[head].label == res.heads[head].label
             assert single.heads[head].confidence == pytest.approx(res.heads[head].confidence, abs=1e-6)
+            assert [lb for lb, _ in single.heads[head].top] == [lb for lb, _ in res.heads[head].top]
+
+
+def test_top_labels_break_ties_by_label_order_in_single_and_batch_scoring(small_model, monkeypatch):
+    labels = small_model.heads["sentiment"].labels
+    tied = np.full((1, len(labels)), 1.0 / len(labels), dtype=np.float32)
+    run = small_model._run
+    monkeypatch.setattr(small_model, "_run", lambda *a: {**run(*a), "sentiment": np.repeat(tied, len(a[0]) - 1, 0)})
+    for result in [small_model.score("酒店房间有蟑螂"), *small_model.score_batch(["酒店房间有蟑螂", "暖气不热"])]:
+        assert [lb for lb, _ in result.heads["sentiment"].top] == labels[:3]
 
 
 @pytest.mark.parametrize("received_at, code", [("yesterday", "bad_received_at"), (12, "bad_received_at"),
