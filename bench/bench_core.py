@@ -91,6 +91,7 @@ def bench_triage(model_path: str, tickets: list[str]) -> dict:
     single = latency(lambda t: model.score({"text": t, "received_at": received}), tickets[:2000])
     batch = throughput(lambda b: model.score_batch([{"text": t, "received_at": received} for t in b]), tickets)
     return {"load_s": round(statistics.median(loads), 4), "bundle_mb": round(size / 1e6, 2),
+            "compiled_featurizer": bool(getattr(model.featurizer, "compiled", False)),
             "single": single, "batch_tickets_per_s": batch}
 
 
