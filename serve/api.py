@@ -209,9 +209,11 @@ def model_info():
     state = svc.holder.current
     manifest = _slim(state.model.manifest)
     manifest["label_names"] = svc.label_names(state.model)
+    featurizer = getattr(state.model, "featurizer", None)
     manifest["service"] = {"generation": state.generation, "loaded_at": state.loaded_at,
                            "max_chars": state.model.max_chars, "max_batch": svc.config.max_batch,
-                           "max_body_bytes": svc.config.max_body_bytes}
+                           "max_body_bytes": svc.config.max_body_bytes,
+                           "featurizer": None if featurizer is None else "compiled" if featurizer.compiled else "numpy"}
     return respond(manifest)
 
 

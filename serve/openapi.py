@@ -119,7 +119,12 @@ def _schemas(config: Config) -> dict:
                                                             "loaded_at": {"type": "string"},
                                                             "max_chars": {"type": "integer"},
                                                             "max_batch": {"type": "integer"},
-                                                            "max_body_bytes": {"type": "integer"}}}}},
+                                                            "max_body_bytes": {"type": "integer"},
+                                                            "featurizer": {
+                                                                "type": ["string", "null"],
+                                                                "enum": ["compiled", "numpy", None],
+                                                                "description": "how single tickets are featurised "
+                                                                               "(null for the transformer tier)"}}}}},
         "ReloadRequest": {"type": "object", "required": ["path"], "additionalProperties": True,
                           "properties": {"path": {"type": "string", "minLength": 1,
                                                   "description": "bundle directory on the server"}}},

@@ -35,6 +35,15 @@ def test_info_prints_the_model_card(small_bundle, capsys):
     assert main(["info", str(small_bundle)]) == 0
     out = capsys.readouterr().out
     assert "small" in out and "macro-F1" in out and "category" in out
+    assert "runtime    single tickets featurised by" in out
+
+
+def test_info_says_when_the_compiled_featurizer_is_missing(small_bundle, capsys, monkeypatch):
+    from triage import features
+
+    monkeypatch.setattr(features, "_featurize", None)
+    assert main(["info", str(small_bundle)]) == 0
+    assert "the C extension was not built" in capsys.readouterr().out
 
 
 def test_missing_model_is_an_error_on_stderr(tmp_path, capsys):

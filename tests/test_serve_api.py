@@ -203,7 +203,8 @@ def test_model_endpoint_shows_the_manifest_without_bulk(client, serve_model):
     assert body["metrics"]["cv"]["heads"]["category"]["macro_f1"] is not None
     assert body["label_names"]["category"]["billing"] == "费用账单"
     assert body["service"] == {"generation": 0, "loaded_at": body["service"]["loaded_at"],
-                               "max_chars": serve_model.max_chars, "max_batch": 256, "max_body_bytes": 8388608}
+                               "max_chars": serve_model.max_chars, "max_batch": 256, "max_body_bytes": 8388608,
+                               "featurizer": "compiled" if serve_model.featurizer.compiled else "numpy"}
 
 
 def test_health_and_readiness(client, serve_model):

@@ -107,6 +107,12 @@ def format_model_card(manifest: dict) -> str:
             lines.append("           " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if manifest.get("rules"):
         lines.append(f"rules      {manifest['rules']}")
+    if manifest.get("tier", "linear") != "transformer":
+        from triage.features import _featurize
+
+        lines.append("runtime    single tickets featurised by " + (
+            "the compiled extension (triage._featurize)" if _featurize is not None
+            else "numpy: the C extension was not built, so each ticket takes about a quarter longer"))
     return "\n".join(lines)
 
 
