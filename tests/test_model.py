@@ -277,3 +277,15 @@ def test_a_bundle_from_before_text_views_reads_text_as_it_was_trained(small_bund
     assert small_model.featurizer.config.text_view == 2
     dst = _copy_with_manifest(small_bundle, tmp_path, lambda m: m["features"]["config"].pop("text_view"))
     assert load(dst).featurizer.config.text_view == 1
+
+
+def test_single_tickets_scored_from_many_threads_match_serial_scores(small_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["快递显示签收但我没收到", "信用卡被盗刷了三笔", "酒店房间有蟑螂", "暖气不热", "小区停电两天了"] * 8
+    serial = [small_model.score(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(small_model.score, texts))
+    for a, b in zip(serial, parallel):
+        for head in HEADS:
+            assert a.heads[head].label == b.heads[head].label and a.heads[head].top == b.heads[head].top
