@@ -541,6 +541,9 @@ def test_hospital_evidence_starts_at_the_hospital_clause_not_a_doubled_zai(rules
     ("两周前电梯困人之后，物业一直没回复维保记录", "urgency.people_trapped"),
     ("师傅半小时就找到被老鼠咬断的网线，服务一流", "urgency.injury"),
     ("停水那几天你们送水上楼，特此写信致谢", "urgency.water_outage"),
+    ("师傅说是一段老线路烧断了，五点二十就来电了，谢谢", "urgency.injury"),
+    ("保险丝烧断了，麻烦换一个", "flag.injury"),
+    ("周末有没有网点开门？老人卡在哪里办", "urgency.service_down"),
 ])
 def test_power_back_in_cantonese_false_alarms_mistaken_fears_and_thank_you_letters_stay_silent(rules, text, rule_id):
     assert rule_id not in hit_ids(rules, text)
@@ -551,6 +554,9 @@ def test_power_back_in_cantonese_false_alarms_mistaken_fears_and_thank_you_lette
     ("地铁站电梯停运，门口拉了警戒线，老人还在站台等", "urgency.elevator_stopped"),
     ("物业切断了电源，全楼停电到现在", "urgency.power_outage"),
     ("我被狗咬断了手指，在医院", "urgency.injury"),
+    ("他的手指被机器压断了，在医院", "urgency.injury"),
+    ("闸机门把孩子的手压伤了", "flag.injury"),
+    ("家里没有网了，孩子上网课都上不了", "urgency.service_down"),
 ])
 def test_an_unsure_gas_smell_a_cordoned_stopped_lift_and_a_cut_by_the_company_still_fire(rules, text, rule_id):
     assert rule_id in hit_ids(rules, text)

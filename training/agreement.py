@@ -6,7 +6,7 @@
     python -m training.agreement --set workorder
     python -m training.agreement --set boundary
     python -m training.agreement --set contrast-a  # and contrast-b
-    python -m training.agreement --set natural-a   # and natural-b, natural2-a/b, workorder2-a/b, natural3-a/b, channels-a/b, proxy-a/b, mixed-a/b, workorder3-a/b, plain-a/b, aftermath-a/b, threads-a/b, dialogue-a/b, aftermath2-a/b, messy-a/b
+    python -m training.agreement --set natural-a   # and natural-b, natural2-a/b, workorder2-a/b, natural3-a/b, channels-a/b, proxy-a/b, mixed-a/b, workorder3-a/b, plain-a/b, aftermath-a/b, threads-a/b, dialogue-a/b, aftermath2-a/b, messy-a/b, long-a/b
 
 The second annotator labelled a seeded random sample of 400 records
 (``datasets/agreement/sample_ids.txt``) from the guidelines alone, without seeing
@@ -65,7 +65,7 @@ SETS = {"main": ("sample_ids.txt", "annotator2_part*.jsonl", "report.json"),
 # Rounds with two blind annotators (a, b) on one seeded sample, files named after the round.
 TWO_ANNOTATOR_ROUNDS = ("contrast", "natural", "natural2", "workorder2", "natural3", "channels", "proxy", "mixed",
                         "workorder3", "plain", "aftermath", "threads", "dialogue", "aftermath2",
-                        "messy")
+                        "messy", "long")
 SETS.update({f"{name}-{x}": (f"{name}_sample_ids.txt", f"{name}_annotator_{x}.jsonl", f"{name}_{x}_report.json")
              for name in TWO_ANNOTATOR_ROUNDS for x in "ab"})
 
