@@ -256,11 +256,7 @@ class Featurizer:
         indices, weights = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.float32)
         n = _featurize.featurize_one(text, words, self.config.char_ngram_min, self.config.char_ngram_max,
                                      self.config.word_bigrams, *self._compiled, indices, weights)
-        indices, weights = indices[:n], weights[:n]
-        if states is not None and self.uses_rule_states:
-            _, indices, weights = self._add_states(np.zeros(n, dtype=np.int64), indices, weights, [states])
-            weights = weights.astype(np.float32)
-        return np.array([0, len(indices)], dtype=np.int64), indices, weights
+        return self._single_row(indices[:n], weights[:n], states)
 
     def _transform_single_numpy(self, text: str, states) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``transform_rows`` of one feature text in numpy: no row bookkeeping, a third fewer
@@ -274,10 +270,13 @@ class Featurizer:
         weights = (1.0 + np.log(tf)) * self.idf[indices]
         if len(indices):
             weights /= np.sqrt(np.bincount(np.zeros(len(indices), dtype=np.int64), weights * weights)[0])
-        rows = np.zeros(len(indices), dtype=np.int64)
+        return self._single_row(indices, weights, states)
+
+    def _single_row(self, indices: np.ndarray, weights: np.ndarray, states) -> tuple[np.ndarray, ...]:
+        """One text's CSR parts from its normalised text features, its known rule states merged in."""
         if states is not None and self.uses_rule_states:
-            rows, indices, weights = self._add_states(rows, indices, weights, [states])
-        return np.array([0, len(indices)], dtype=np.int64), indices, weights.astype(np.float32)
+            _, indices, weights = self._add_states(np.zeros(len(indices), dtype=np.int64), indices, weights, [states])
+        return np.array([0, len(indices)], dtype=np.int64), indices, weights.astype(np.float32, copy=False)
 
     def _char_keys(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
         return char_ngram_keys(texts, self.config.char_ngram_min, self.config.char_ngram_max)
